@@ -1,0 +1,6 @@
+"""Re-evaluate a checkpoint: `python eval.py ckpt_path=<run>/checkpoints/best.ckpt [splits=[val,test]]`."""
+
+from fmnist.evaluate import main
+
+if __name__ == "__main__":
+    main()

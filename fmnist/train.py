@@ -1,0 +1,144 @@
+"""`python train.py ...`: fit on the training split, pick the best epoch on validation, test once, write the run's
+metrics and figures. Returns the optimised (validation) metric for sweeps."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import hydra
+import lightning.pytorch as pl
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import Logger
+from omegaconf import DictConfig, OmegaConf
+
+from fmnist import PROJECT_ROOT
+from fmnist.checkpoints import read_checkpoint
+from fmnist.errors import UserError
+from fmnist.loggers import CSVLogger, finish_wandb, log_images
+from fmnist.plots import plot_confusion_matrix, plot_learning_curves
+from fmnist.utils import (
+    instantiate_group,
+    report_user_errors,
+    resolve_precision,
+    scalar_metrics,
+    setup_runtime,
+    write_json,
+)
+
+log = logging.getLogger("fmnist")
+
+
+def check_config(cfg: DictConfig) -> int:
+    """Config mistakes that would otherwise surface late or obscurely. Returns the global step resumed from."""
+    metric = cfg.get("optimized_metric")
+    if metric and not str(metric).startswith(("val/", "train/")):
+        raise UserError(
+            f"optimized_metric={metric}: the optimised metric must be a validation metric (e.g. val/acc_best); "
+            "the test split is only scored once, at the end."
+        )
+    if cfg.get("ckpt_path"):
+        checkpoint = read_checkpoint(cfg.ckpt_path)
+        if "loops" not in checkpoint or "optimizer_states" not in checkpoint:
+            raise UserError(f"{cfg.ckpt_path} holds weights only, no training state; it cannot resume a run.")
+        return int(checkpoint.get("global_step", 0))
+    return 0
+
+
+def group_choices() -> dict[str, str]:
+    """Which option of each config group this run uses (model=cnn, aug=basic, ...), when Hydra runs it."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return {}
+    return {k: str(v) for k, v in HydraConfig.get().runtime.choices.items() if not k.startswith("hydra")}
+
+
+def build(cfg: DictConfig) -> tuple[pl.LightningDataModule, pl.LightningModule, pl.Trainer, list[Logger]]:
+    augment = instantiate(cfg.aug) if cfg.get("aug") and "_target_" in cfg.aug else None
+    datamodule = instantiate(cfg.data, augment=augment)
+    model = instantiate(cfg.model)
+    callbacks = instantiate_group(cfg.get("callbacks"))
+    loggers = instantiate_group(cfg.get("logger"))
+    if not any(isinstance(lg, CSVLogger) for lg in loggers):  # learning curves are drawn from its metrics.csv
+        loggers.insert(0, CSVLogger(save_dir=cfg.paths.output_dir, name="", version=""))
+    resolve_precision(cfg.trainer)
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
+    return datamodule, model, trainer, loggers
+
+
+def write_outputs(
+    run_dir: Path, model: pl.LightningModule, metrics: dict, loggers: list[Logger], title: str
+) -> dict[str, Path]:
+    """metrics.json, confusion_matrix.png and learning_curves.png; the figures also go to W&B."""
+    figures = {}
+    if getattr(model, "confusion", None) is not None:
+        figures["confusion_matrix"] = plot_confusion_matrix(
+            model.confusion, model.hparams.class_names, run_dir / "confusion_matrix.png",
+            f"{title} — test accuracy {metrics.get('test/acc', float('nan')):.4f}",
+        )  # fmt: skip
+    if (run_dir / "metrics.csv").is_file():
+        curves = plot_learning_curves(run_dir / "metrics.csv", run_dir / "learning_curves.png", title)
+        if curves:
+            figures["learning_curves"] = curves
+    log_images(loggers, figures)
+    write_json(run_dir / "metrics.json", metrics)  # last: its presence marks a complete run
+    return figures
+
+
+def train(cfg: DictConfig) -> float | None:
+    resumed_step = check_config(cfg)
+    setup_runtime(cfg)
+    run_dir = Path(cfg.paths.output_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    datamodule, model, trainer, loggers = build(cfg)
+    try:
+        for logger in loggers:
+            logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+        start = time.perf_counter()
+        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
+        fit_seconds = time.perf_counter() - start
+        if trainer.interrupted:
+            last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+            log.error(f"Interrupted. Resume with: python train.py <same overrides> ckpt_path={last}")
+            raise KeyboardInterrupt
+        metrics = scalar_metrics(trainer.callback_metrics)
+        optimized = metrics.get(cfg.get("optimized_metric") or "", None)
+
+        checkpoint = trainer.checkpoint_callback
+        best = checkpoint.best_model_path if isinstance(checkpoint, ModelCheckpoint) else ""
+        if cfg.get("test"):
+            # the test split, once, with the weights validation chose
+            trainer.test(model, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
+            metrics.update(scalar_metrics(trainer.callback_metrics))
+        choices = group_choices()
+        steps = trainer.global_step - resumed_step
+        metrics.update(
+            {
+                "epochs": trainer.current_epoch,
+                "global_step": trainer.global_step,
+                "fit_seconds": fit_seconds,
+                # includes the validation passes: the throughput a user sees
+                "fit_images_per_second": steps * datamodule.hparams.batch_size / fit_seconds,
+                "best_checkpoint": best,
+                "run_dir": str(run_dir),
+                "seed": cfg.get("seed"),
+                **{f"choice/{k}": v for k, v in choices.items() if k in ("model", "aug", "experiment") and v != "None"},
+            }
+        )
+        title = " · ".join(f"{k}={choices[k]}" for k in ("model", "aug") if k in choices)
+        write_outputs(run_dir, model, metrics, loggers, title)
+        summary = f"val/acc_best {metrics.get('val/acc_best', float('nan')):.4f}"
+        if "test/acc" in metrics:
+            summary += f" · test/acc {metrics['test/acc']:.4f}"
+        log.info(f"{summary} · {fit_seconds:.0f} s · run dir: {run_dir}")
+        return optimized
+    finally:
+        finish_wandb(loggers)
+
+
+@hydra.main(version_base="1.3", config_path=str(PROJECT_ROOT / "conf"), config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    return report_user_errors(train, cfg)
