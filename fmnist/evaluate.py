@@ -19,6 +19,7 @@ from fmnist.errors import UserError
 from fmnist.loggers import finish_wandb, log_images
 from fmnist.modules.classifier import Classifier
 from fmnist.plots import plot_confusion_matrix, plot_learning_curves
+from fmnist.tta import check_tta
 from fmnist.utils import (
     instantiate_group,
     report_user_errors,
@@ -36,11 +37,13 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     splits = list(cfg.splits)
     if not splits or set(splits) - {"val", "test"}:
         raise UserError(f"splits={splits}: choose from val and test, e.g. splits=[val,test].")
+    check_tta(cfg.tta)
     checkpoint = read_classifier_checkpoint(cfg.ckpt_path)
     setup_runtime(cfg)
     run_dir = Path(cfg.paths.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     model = Classifier.load_from_checkpoint(cfg.ckpt_path, map_location="cpu", weights_only=True)
+    model.tta = cfg.tta
     trained_with = checkpoint.get("datamodule_hyper_parameters") or {}
     datamodule = instantiate(cfg.data, **{k: trained_with[k] for k in SPLIT_KEYS if k in trained_with})
     datamodule.setup("test")
@@ -50,7 +53,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     try:
         for logger in loggers:
             logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
-        metrics: dict = {"ckpt_path": str(Path(cfg.ckpt_path).resolve()), "run_dir": str(run_dir)}
+        metrics: dict = {"ckpt_path": str(Path(cfg.ckpt_path).resolve()), "run_dir": str(run_dir), "tta": cfg.tta}
         figures = {}
         for split in splits:  # the Classifier's test loop computes every metric; rename them per split
             loader = datamodule.val_dataloader() if split == "val" else datamodule.test_dataloader()

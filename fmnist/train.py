@@ -19,6 +19,7 @@ from fmnist.checkpoints import read_checkpoint
 from fmnist.errors import UserError
 from fmnist.loggers import CSVLogger, finish_wandb, log_images
 from fmnist.plots import plot_confusion_matrix, plot_learning_curves
+from fmnist.tta import check_tta
 from fmnist.utils import (
     instantiate_group,
     report_user_errors,
@@ -33,6 +34,7 @@ log = logging.getLogger("fmnist")
 
 def check_config(cfg: DictConfig) -> int:
     """Config mistakes that would otherwise surface late or obscurely. Returns the global step resumed from."""
+    check_tta(cfg.get("tta") or "none")
     metric = cfg.get("optimized_metric")
     if metric and not str(metric).startswith(("val/", "train/")):
         raise UserError(
@@ -94,6 +96,7 @@ def train(cfg: DictConfig) -> float | None:
     run_dir = Path(cfg.paths.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     datamodule, model, trainer, loggers = build(cfg)
+    model.tta = cfg.get("tta") or "none"  # the final test only; validation never uses it
     try:
         for logger in loggers:
             logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
@@ -125,6 +128,7 @@ def train(cfg: DictConfig) -> float | None:
                 "best_checkpoint": best,
                 "run_dir": str(run_dir),
                 "seed": cfg.get("seed"),
+                "tta": model.tta,
                 **{f"choice/{k}": v for k, v in choices.items() if k in ("model", "aug", "experiment") and v != "None"},
             }
         )

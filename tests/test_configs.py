@@ -6,10 +6,11 @@ from pathlib import Path
 
 import lightning.pytorch as pl
 import pytest
-from conftest import CONF_DIR, compose_cfg, run_cli, tiny_data_overrides, tiny_overrides
 from hydra.utils import instantiate
 
 from fmnist.utils import instantiate_group
+
+from conftest import CONF_DIR, compose_cfg, run_cli, tiny_data_overrides, tiny_overrides
 
 GROUPS = ["data", "model", "aug", "trainer", "logger", "callbacks", "debug", "experiment", "hparams_search"]
 OPTIONS = [(g, p.stem) for g in GROUPS for p in sorted((Path(CONF_DIR) / g).glob("*.yaml"))]

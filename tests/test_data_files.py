@@ -11,11 +11,12 @@ import threading
 import numpy as np
 import pytest
 import torch
-from conftest import idx_bytes, write_tiny_fmnist
 
 from fmnist.data.idx import IMAGE_MAGIC, load_idx_gz, parse_idx
 from fmnist.data.sources import FILES, OFFICIAL_MD5, load_arrays, locate
 from fmnist.errors import DataError
+
+from conftest import idx_bytes, write_tiny_fmnist
 
 TRAIN_IMAGES = "train-images-idx3-ubyte.gz"
 

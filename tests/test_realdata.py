@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from conftest import HAVE_REAL_DATA, REAL_DATA, compose_cfg
 
 from fmnist.data import FashionMNISTDataModule
 from fmnist.train import train
+
+from conftest import HAVE_REAL_DATA, REAL_DATA, compose_cfg
 
 pytestmark = [
     pytest.mark.realdata,

@@ -13,12 +13,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import compose_cfg, only_run_dir, run_cli, tiny_data_overrides, tiny_overrides
 from PIL import Image
 
 from fmnist import PROJECT_ROOT
 from fmnist.modules.classifier import Classifier
 from fmnist.train import train
+
+from conftest import compose_cfg, only_run_dir, run_cli, tiny_data_overrides, tiny_overrides
 
 RUN_FILES = ["metrics.json", "metrics.csv", "confusion_matrix.png", "learning_curves.png"]
 

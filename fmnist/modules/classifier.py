@@ -27,6 +27,7 @@ from torchmetrics.classification import (
 )
 
 from fmnist.data.datamodule import CLASSES, to_unit_float
+from fmnist.tta import tta_logits
 
 
 def plain(value: Any) -> Any:
@@ -95,6 +96,7 @@ class Classifier(pl.LightningModule):
         self.test_ece = MulticlassCalibrationError(n, n_bins=15, norm="l1")
         self.test_confusion = MulticlassConfusionMatrix(n)
         self.confusion: torch.Tensor | None = None  # the last test's confusion matrix (counts), for the plots
+        self.tta = "none"  # test-time augmentation of test_step (fmnist.tta); an evaluation choice, not a hparam
 
     # --- forward -------------------------------------------------------------------------------------------------
     def prepare_input(self, images: torch.Tensor) -> torch.Tensor:
@@ -148,7 +150,7 @@ class Classifier(pl.LightningModule):
     # --- test ----------------------------------------------------------------------------------------------------
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         images, labels = batch
-        logits = self(images).float()
+        logits = tta_logits(self, images, self.tta).float()
         self.test_nll(F.cross_entropy(logits, labels, reduction="none"))
         self.test_acc(logits, labels)
         self.test_class_acc(logits, labels)
