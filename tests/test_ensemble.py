@@ -1,0 +1,300 @@
+"""Ensembles: the combination rules on hand-made predictions, fitting on validation only, three tiny trained runs
+combined end to end through the CLI, the leaderboard, and refused inputs (including a booby-trapped checkpoint)."""
+
+from __future__ import annotations
+
+import copy
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torchmetrics.classification import MulticlassCalibrationError
+
+import fmnist.ensemble_run as ensemble_run
+from fmnist.ensemble import (
+    accuracy_weights,
+    apply_temperature,
+    disagreement,
+    fit_combination,
+    fit_temperature,
+    greedy_selection,
+    hard_vote,
+    scores,
+    soft_vote,
+)
+from fmnist.errors import UserError
+from fmnist.leaderboard import collect_runs
+from fmnist.modules.classifier import Classifier
+
+from conftest import compose_cfg, run_cli, tiny_data_overrides, tiny_overrides
+
+METHODS = ("soft", "hard", "val_acc", "greedy")
+
+
+# --- combination rules on hand-made predictions -------------------------------------------------------------------
+def test_soft_voting_is_the_mean_of_member_probabilities():
+    logits = torch.randn(3, 40, 10, generator=torch.Generator().manual_seed(0)) * 3
+    probs = [torch.softmax(member, dim=1) for member in logits]
+    expected = (probs[0] + probs[1] + probs[2]) / 3
+    assert torch.allclose(soft_vote(logits.log_softmax(-1)).exp(), expected, atol=1e-6)
+    weighted = (1 * probs[0] + 2 * probs[1] + 1 * probs[2]) / 4
+    assert torch.allclose(soft_vote(logits.log_softmax(-1), torch.tensor([1.0, 2.0, 1.0])).exp(), weighted, atol=1e-6)
+
+
+def test_hard_voting_counts_votes_and_breaks_ties_by_mean_probability():
+    members = torch.tensor(
+        [
+            [[0.6, 0.3, 0.1], [0.5, 0.4, 0.1], [0.1, 0.1, 0.8]],
+            [[0.2, 0.7, 0.1], [0.45, 0.5, 0.05], [0.1, 0.8, 0.1]],
+            [[0.1, 0.8, 0.1], [0.3, 0.6, 0.1], [0.4, 0.35, 0.25]],
+        ],
+        dtype=torch.float64,
+    ).log()  # votes per image: (0, 1, 1), (0, 1, 1), (2, 1, 0)
+    shares = hard_vote(members).exp()
+    assert torch.allclose(
+        shares, torch.tensor([[1 / 3, 2 / 3, 0], [1 / 3, 2 / 3, 0], [1 / 3, 1 / 3, 1 / 3]]).double(), atol=1e-5
+    )
+    # image 3 is a three-way tie: the mean probabilities (0.6, 1.25, 1.15) / 3 decide for class 1
+    assert hard_vote(members).argmax(1).tolist() == [1, 1, 1]
+    # weighted: member 0 alone outweighs the other two
+    assert hard_vote(members, torch.tensor([0.6, 0.2, 0.2])).argmax(1).tolist() == [0, 0, 2]
+    two = members[:2]  # image 1: a 1-1 tie between class 0 (0.6 + 0.2) and class 1 (0.3 + 0.7) -> class 1
+    assert hard_vote(two).argmax(1)[0].item() == 1
+
+
+def test_validation_accuracy_weights():
+    labels = torch.tensor([0, 1, 2, 0])
+    onehot = lambda predictions: F.one_hot(torch.tensor(predictions), 3).double().clamp_min(1e-3).log()  # noqa: E731
+    members = torch.stack([onehot([0, 1, 2, 0]), onehot([0, 1, 0, 1]), onehot([1, 1, 2, 2])])  # acc 1, 0.5, 0.5
+    weights = accuracy_weights(members, labels)
+    assert torch.allclose(weights, torch.tensor([0.5, 0.25, 0.25]).double())
+    combination = fit_combination("val_acc", members, labels)
+    expected = (0.5 * members[0].exp() + 0.25 * members[1].exp() + 0.25 * members[2].exp()).log()
+    assert torch.allclose(combination(members), expected)
+
+
+def complementary_members() -> tuple[torch.Tensor, torch.Tensor]:
+    """Members 0 and 1 are each right and confident on one half and unsure on the other; member 2 is confidently
+    wrong everywhere; member 3 duplicates member 0."""
+    labels = torch.arange(40) % 4
+    confident, unsure = F.one_hot(labels, 4) * 0.9 + 0.025, torch.full((40, 4), 0.25)
+    wrong = F.one_hot((labels + 1) % 4, 4) * 0.9 + 0.025
+    first = torch.arange(40) < 20
+    m0 = torch.where(first[:, None], confident, unsure)
+    m1 = torch.where(first[:, None], unsure, confident)
+    return torch.stack([m0, m1, wrong, m0]).double().log(), labels
+
+
+def test_greedy_selection_picks_the_complementary_members():
+    members, labels = complementary_members()
+    counts = greedy_selection(members, labels, rounds=20)
+    assert counts[2] == 0, "a confidently wrong member only hurts"
+    assert counts[0] + counts[3] > 0 and counts[1] > 0
+    assert (counts[0] + counts[3]) == counts[1], "the symmetric halves are balanced at the best round"
+    # with one member best everywhere, selection stops at that member alone
+    perfect = F.one_hot(labels, 4).double().clamp_min(1e-4).log()
+    assert greedy_selection(torch.stack([members[1], perfect, members[2]]), labels, rounds=10).tolist() == [0, 1, 0]
+
+
+def test_greedy_selection_with_accuracy_metric():
+    members, labels = complementary_members()
+    counts = greedy_selection(members, labels, rounds=10, metric="acc")
+    assert counts[2] == 0 and counts[1] > 0
+    with pytest.raises(UserError, match=r"greedy\.metric"):
+        greedy_selection(members, labels, metric="f1")
+
+
+def test_temperature_scaling_fixes_an_over_confident_model():
+    generator = torch.Generator().manual_seed(0)
+    calibrated = torch.randn(4000, 10, generator=generator) * 1.5
+    labels = torch.multinomial(calibrated.softmax(1), 1, generator=generator).squeeze(1)  # labels drawn from it
+    over_confident = (4 * calibrated).log_softmax(1)
+    temperature = fit_temperature(over_confident, labels)
+    assert temperature == pytest.approx(4, rel=0.1)
+    before = F.cross_entropy(over_confident, labels)
+    after = F.cross_entropy(apply_temperature(over_confident, temperature), labels)
+    assert after < before - 0.2
+    assert scores(apply_temperature(over_confident, temperature), labels)["ece"] < scores(over_confident, labels)["ece"]
+    assert torch.equal(apply_temperature(over_confident, temperature).argmax(1), over_confident.argmax(1))
+
+
+def test_scores_agree_with_hand_computation_and_torchmetrics():
+    # 10 images, every top-class confidence 0.9, 6 right: one occupied bin, ECE = |0.9 - 0.6| = 0.3
+    labels = torch.tensor([0, 1, 2, 0, 1, 2, 0, 1, 2, 0])
+    predicted = torch.tensor([0, 1, 2, 0, 1, 2, 1, 2, 0, 1])
+    probs = F.one_hot(predicted, 3).double() * 0.85 + 0.05
+    result = scores(probs.log(), labels)
+    assert result["acc"] == pytest.approx(0.6)
+    assert result["ece"] == pytest.approx(0.3, abs=1e-6)
+    assert result["ece"] == pytest.approx(MulticlassCalibrationError(3, n_bins=15)(probs.float(), labels).item())
+    assert result["nll"] == pytest.approx(-(0.6 * torch.tensor(0.9).log() + 0.4 * torch.tensor(0.05).log()).item())
+    assert result["class_acc"] == pytest.approx([2 / 4, 2 / 3, 2 / 3])
+    assert scores(probs.log(), labels, probabilistic=False)["nll"] is None
+
+
+def test_disagreement_matrix():
+    predictions = torch.tensor([[0, 1, 2, 3], [0, 1, 2, 0], [1, 0, 2, 0]])
+    matrix = disagreement(F.one_hot(predictions, 4).double())
+    assert matrix.tolist() == [[0, 0.25, 0.75], [0.25, 0, 0.5], [0.75, 0.5, 0]]
+
+
+# --- three tiny runs, combined ----------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def runs(tiny_data, tmp_path_factory) -> Path:
+    """Three one-epoch runs with seeds 0-2 (one multirun, as a user would), and a 32-px member of another
+    architecture (untrained: a checkpoint whose model adapts its own input)."""
+    root = tmp_path_factory.mktemp("ensemble")
+    sweep = root / "train" / "multiruns" / "sweep"
+    small = ["model.backbone.stages=[[8],[16]]", "model.backbone.hidden=32", "data.batch_size=100"]  # fast
+    args = [*tiny_overrides(tiny_data, root), *small, "trainer.max_epochs=1", "seed=0,1,2", f"hydra.sweep.dir={sweep}"]
+    result = run_cli("train.py", "-m", *args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    checkpoint = torch.load(sweep / "0" / "checkpoints" / "best.ckpt", weights_only=True)
+    hparams = copy.deepcopy(checkpoint["hyper_parameters"])
+    hparams["image_size"] = hparams["backbone"]["image_size"] = 32
+    hparams["backbone"]["stages"] = [[8, 8], [16]]
+    checkpoint["hyper_parameters"], checkpoint["state_dict"] = hparams, Classifier(**hparams).state_dict()
+    (root / "other").mkdir()
+    torch.save(checkpoint, root / "other" / "cnn32.ckpt")
+    return root
+
+
+def ensemble_overrides(tiny_data, root: Path) -> list[str]:
+    return [o for o in tiny_data_overrides(tiny_data, root) if not o.startswith("trainer.")]
+
+
+def test_ensemble_cli_writes_every_output(runs, tiny_data):
+    sweep = runs / "train" / "multiruns" / "sweep"
+    result = run_cli(
+        "scripts/ensemble.py", *ensemble_overrides(tiny_data, runs), f"runs=[{sweep}/*,{runs}/other/cnn32.ckpt]"
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run_dir,) = (runs / "ensemble" / "runs").iterdir()
+    pngs = ["accuracy.png", "disagreement.png", *(f"confusion_matrix_{m}.png" for m in METHODS)]
+    for name in ["results.md", "results.json", "metrics.json", *pngs]:
+        assert (run_dir / name).stat().st_size > 1000, name
+    report = json.loads((run_dir / "results.json").read_text())
+    rows = {r["key"]: r for r in report["rows"]}
+    assert list(rows) == ["member0", "member1", "member2", "member3", *METHODS]
+    for i in range(3):  # the members score exactly what their own runs measured: same model, same test split
+        trained = json.loads((sweep / str(i) / "metrics.json").read_text())
+        assert rows[f"member{i}"]["test"]["acc"] == pytest.approx(trained["test/acc"], abs=1e-6)
+        assert rows[f"member{i}"]["test"]["nll"] == pytest.approx(trained["test/nll"], abs=1e-4)
+        assert rows[f"member{i}"]["val"]["acc"] == pytest.approx(trained["val/acc_best"], abs=1e-6)
+    for row in report["rows"]:
+        assert len(row["test"]["class_acc"]) == 10 and 0 <= row["test"]["ece"] <= 1
+        assert sum(row["weights"]) == pytest.approx(1)
+    assert rows["hard"]["test"]["nll"] is None and rows["soft"]["test_ts"]["nll"] is not None
+    assert len(report["disagreement"]) == 4 and report["disagreement"][0][0] == 0
+    table = (run_dir / "results.md").read_text()
+    assert "greedy selection" in table and "Per-class test accuracy" in table and "m3 cnn32" in table
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["ensemble_method"] == "soft" and metrics["test/acc"] == rows["soft"]["test"]["acc"]
+
+    # the leaderboard lists the three training runs and the ensemble, by validation accuracy
+    listing = run_cli("scripts/runs.py", "--root", str(runs), "--csv", str(runs / "runs.csv"))
+    assert listing.returncode == 0, listing.stderr
+    with open(runs / "runs.csv") as f:
+        board = list(csv.DictReader(f))
+    assert sorted(r["task"] for r in board) == ["ensemble", "train", "train", "train"]
+    assert {r["seed"] for r in board if r["task"] == "train"} == {"0", "1", "2"}
+    val = [float(r["val_acc"]) for r in board]
+    assert val == sorted(val, reverse=True)
+    assert [r["model"] for r in board if r["task"] == "ensemble"] == ["ensemble[soft] ×4"]
+    assert collect_runs(runs, task="train", sort="test")[0]["test_acc"] == max(
+        float(r["test_acc"]) for r in board if r["task"] == "train"
+    )
+
+
+def test_fitting_sees_only_validation_data(runs, tiny_data, monkeypatch):
+    """Every fit receives the validation labels, and all fits happen before any test prediction exists."""
+    events = []
+    for name in ("fit_combination", "fit_temperature", "predict"):
+        original = getattr(ensemble_run, name)
+
+        def spy(*args, _name=name, _original=original, **kwargs):
+            if _name == "predict":
+                events.append(("predict", args[2]))
+            else:
+                events.append((_name, args[2] if _name == "fit_combination" else args[1]))
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(ensemble_run, name, spy)
+    overrides = [
+        *ensemble_overrides(tiny_data, runs),
+        f"runs={runs}/train/multiruns/sweep/*",
+        "tta=flip",
+        "methods=[greedy,val_acc]",
+    ]
+    cfg = compose_cfg("ensemble", overrides, runs / "spy")
+    ensemble_run.ensemble(cfg)
+    datamodule = ensemble_run.instantiate(cfg.data)
+    datamodule.setup()
+    fits = [labels for name, labels in events if name.startswith("fit")]
+    assert len(fits) == 2 + 3  # one per method, one temperature per member
+    assert all(torch.equal(labels, datamodule.val_set.labels) for labels in fits)
+    order = [name if name.startswith("fit") else labels for name, labels in events]
+    assert order.index("test") > max(i for i, name in enumerate(order) if name.startswith("fit"))
+    assert json.loads((runs / "spy" / "results.json").read_text())["settings"]["tta"] == "flip"
+
+
+# --- refused input ------------------------------------------------------------------------------------------------
+class CreatesAFile:
+    def __init__(self, path: Path) -> None:
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))  # unpickling this opens (creates) the file
+
+
+def bad_member(kind: str, runs: Path, tmp_path: Path) -> tuple[Path, str]:
+    """A run directory or checkpoint that must be refused, and (part of) the message expected."""
+    run = tmp_path / f"bad-{kind}"
+    (run / "checkpoints").mkdir(parents=True)
+    ckpt = run / "checkpoints" / "best.ckpt"
+    if kind == "no-checkpoint":
+        return run, f"Run {run} has no checkpoints/best.ckpt"
+    if kind == "gan":
+        torch.save({"state_dict": {}, "hyper_parameters": {"generator": {"_target_": "x"}}}, ckpt)
+        return run, "is a GAN checkpoint"
+    if kind == "corrupt":
+        ckpt.write_bytes(b"PK\x03\x04 truncated")
+        return run, "unreadable"
+    if kind == "other-split":
+        checkpoint = torch.load(runs / "train/multiruns/sweep/2/checkpoints/best.ckpt", weights_only=True)
+        checkpoint["datamodule_hyper_parameters"]["val_size"] = 150
+        torch.save(checkpoint, ckpt)
+        return run, "was trained with a different validation split than"
+    raise ValueError(kind)
+
+
+@pytest.mark.parametrize("kind", ["no-checkpoint", "gan", "corrupt", "other-split"])
+def test_bad_members_are_refused_naming_the_run(kind, runs, tiny_data, tmp_path):
+    bad, message = bad_member(kind, runs, tmp_path)
+    good = runs / "train" / "multiruns" / "sweep" / "0"
+    cfg = compose_cfg("ensemble", [*ensemble_overrides(tiny_data, tmp_path), f"runs=[{good},{bad}]"], tmp_path / "e")
+    with pytest.raises(UserError) as error:
+        ensemble_run.ensemble(cfg)
+    assert message in str(error.value) and str(bad) in str(error.value)
+    if kind == "other-split":
+        assert "(val_size=150 vs 100)" in str(error.value) and str(good) in str(error.value)
+    assert not (tmp_path / "e" / "metrics.json").exists()
+
+
+def test_booby_trapped_checkpoint_is_refused_without_running_its_code(runs, tiny_data, tmp_path):
+    marker = tmp_path / "pwned.txt"
+    trap = tmp_path / "trap.ckpt"
+    torch.save({"state_dict": {}, "hyper_parameters": {"backbone": CreatesAFile(marker)}}, trap)
+    torch.load(trap, weights_only=False)["hyper_parameters"]["backbone"].close()  # control: full unpickling runs it
+    assert marker.exists()
+    marker.unlink()
+    good = runs / "train" / "multiruns" / "sweep" / "0"
+    result = run_cli("scripts/ensemble.py", *ensemble_overrides(tiny_data, tmp_path), f"runs=[{good},{trap}]")
+    assert result.returncode == 2
+    assert f"Checkpoint {trap} was refused" in result.stderr + result.stdout
+    assert "Traceback" not in result.stderr
+    assert not marker.exists(), "the checkpoint's pickled code ran"
+    assert not list(tmp_path.rglob("metrics.json"))
