@@ -124,7 +124,7 @@ def train(cfg: DictConfig) -> float | None:
                 "global_step": trainer.global_step,
                 "fit_seconds": fit_seconds,
                 # includes the validation passes: the throughput a user sees
-                "fit_images_per_second": steps * datamodule.hparams.batch_size / fit_seconds,
+                "fit_images_per_second": steps * datamodule.hparams.batch_size * trainer.world_size / fit_seconds,
                 "best_checkpoint": best,
                 "run_dir": str(run_dir),
                 "seed": cfg.get("seed"),
@@ -132,6 +132,8 @@ def train(cfg: DictConfig) -> float | None:
                 **{f"choice/{k}": v for k, v in choices.items() if k in ("model", "aug", "experiment") and v != "None"},
             }
         )
+        if not trainer.is_global_zero:  # under DDP, one process writes the run's files
+            return optimized
         title = " · ".join(f"{k}={choices[k]}" for k in ("model", "aug") if k in choices)
         write_outputs(run_dir, model, metrics, loggers, title)
         summary = f"val/acc_best {metrics.get('val/acc_best', float('nan')):.4f}"

@@ -53,7 +53,14 @@ def setup_runtime(cfg: DictConfig) -> None:
     if cfg.get("seed") is not None:
         pl.seed_everything(cfg.seed, workers=True)
     threads = cfg.get("threads")
-    torch.set_num_threads(threads if threads is not None else len(os.sched_getaffinity(0)))
+    if threads is None:
+        threads = len(os.sched_getaffinity(0))
+        trainer = cfg.get("trainer") or {}
+        devices = trainer.get("devices")
+        cpu = trainer.get("accelerator") == "cpu" or (trainer.get("accelerator") == "auto" and not torch.cuda.is_available())
+        if cpu and str(trainer.get("strategy", "")).startswith("ddp") and isinstance(devices, int):
+            threads = max(1, threads // devices)  # DDP on the CPU: the processes share the cores
+    torch.set_num_threads(threads)
 
 
 def cpu_has_bf16() -> bool:
