@@ -16,7 +16,7 @@ import lightning.pytorch as pl
 import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from fmnist import PROJECT_ROOT
 from fmnist.checkpoints import run_dir_of
@@ -30,12 +30,21 @@ def _resume_dir(ckpt_path: str | None, default: str) -> str:
     return str(run) if run is not None else default
 
 
+def _input_stats(*args: Any) -> ListConfig:
+    from fmnist.models.timm_backbone import input_stats  # timm is imported only when a config asks
+
+    return ListConfig(input_stats(*args))  # a container, so OmegaConf.resolve (`--cfg job --resolve`) can hold it
+
+
 def register_resolvers() -> None:
     """`${fmnist_root:}` is the project directory; `${fmnist_run_dir:ckpt,default}` is the run directory of a
     checkpoint being resumed (so the run continues in place), else `default`."""
     if not OmegaConf.has_resolver("fmnist_root"):
         OmegaConf.register_new_resolver("fmnist_root", lambda: str(PROJECT_ROOT))
         OmegaConf.register_new_resolver("fmnist_run_dir", _resume_dir)
+    if not OmegaConf.has_resolver("fmnist_input_stats"):
+        # `${fmnist_input_stats:mean|std,name,in_chans,pretrained,weights}`: normalisation that follows the weights
+        OmegaConf.register_new_resolver("fmnist_input_stats", _input_stats)
 
 
 register_resolvers()

@@ -19,6 +19,8 @@ OPTIONS = [(g, p.stem) for g in GROUPS for p in sorted((Path(CONF_DIR) / g).glob
 @pytest.mark.parametrize(("group", "option"), OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
 def test_every_option_composes_and_instantiates(group, option, tiny_data, tmp_path):
     overrides = [*tiny_overrides(tiny_data, tmp_path), f"{group}={option}"]
+    if group == "model":  # timm models would fetch pretrained weights; there is no network here (tests/test_timm.py)
+        overrides.append("++model.pretrained=false")
     cfg = compose_cfg("train", overrides, tmp_path / "run")
     assert cfg.get(group) is not None or group in ("debug", "experiment", "hparams_search")
     if group in ("data", "model", "trainer"):

@@ -56,6 +56,14 @@ class Classifier(pl.LightningModule):
         std: Sequence[float] = (0.3530,),
         channels_last: bool = False,
         class_names: Sequence[str] = CLASSES,
+        # fine-tuning (timm backbones, fmnist.models.timm_backbone); the defaults keep one learning rate for all
+        backbone_lr_scale: float = 1.0,
+        layer_decay: float | None = None,
+        finetuning: dict | None = None,
+        # initial weights, passed to the backbone when set; not hyperparameters: a checkpoint carries the trained
+        # weights, so rebuilding from it must not fetch or read them again
+        pretrained: bool = False,
+        weights: str | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(
@@ -71,11 +79,16 @@ class Classifier(pl.LightningModule):
                 "std": list(plain(std)),
                 "channels_last": bool(channels_last),
                 "class_names": list(plain(class_names)),
+                "backbone_lr_scale": float(backbone_lr_scale),
+                "layer_decay": layer_decay,
+                "finetuning": plain(finetuning),
             }
         )
         if len(self.hparams.mean) not in (1, in_chans) or len(self.hparams.std) != len(self.hparams.mean):
             raise ValueError(f"model.mean/std need 1 or in_chans={in_chans} values each")
-        self.backbone: nn.Module = instantiate(self.hparams.backbone)
+        initial = {"pretrained": True} if pretrained else {}
+        initial |= {"weights": str(weights)} if weights else {}
+        self.backbone: nn.Module = instantiate(self.hparams.backbone, **initial)
         if channels_last:
             self.backbone = self.backbone.to(memory_format=torch.channels_last)
         shape = (1, -1, 1, 1)
@@ -171,16 +184,31 @@ class Classifier(pl.LightningModule):
         return self(batch[0]).float()
 
     # --- optimisation --------------------------------------------------------------------------------------------
+    def configure_callbacks(self) -> list[pl.Callback]:
+        """The fine-tuning warm-up (`finetuning`, e.g. fmnist.modules.finetuning.FrozenBackboneWarmup) belongs to
+        the model's recipe, so the model brings it along."""
+        return [instantiate(self.hparams.finetuning)] if self.hparams.finetuning else []
+
     def parameter_groups(self) -> list[dict]:
-        """Weight decay on weights of convs and linears only, not on norms and biases."""
+        """Weight decay on weights of convs and linears only, not on norms and biases. Frozen parameters are
+        included (a fine-tuning warm-up unfreezes them later). With `backbone_lr_scale` or `layer_decay`, groups
+        carry an `lr_scale` relative to the head (fmnist.models.timm_backbone.scaled_parameter_groups)."""
+        if self.hparams.backbone_lr_scale != 1.0 or self.hparams.layer_decay:
+            from fmnist.models.timm_backbone import scaled_parameter_groups
+
+            return scaled_parameter_groups(self.backbone, self.hparams.backbone_lr_scale, self.hparams.layer_decay)
         decay, no_decay = [], []
         for p in self.parameters():
-            if p.requires_grad:
-                (decay if p.ndim > 1 else no_decay).append(p)
+            (decay if p.ndim > 1 else no_decay).append(p)
         return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
 
     def configure_optimizers(self) -> dict:
-        optimizer = instantiate(self.hparams.optimizer)(self.parameter_groups())  # `_partial_: true`
+        groups = self.parameter_groups()
+        lr = self.hparams.optimizer.get("lr")
+        for group in groups:  # a group's `lr_scale` scales the configured (peak) learning rate
+            if "lr_scale" in group and lr is not None:
+                group["lr"] = lr * group["lr_scale"]
+        optimizer = instantiate(self.hparams.optimizer)(groups)  # `_partial_: true`
         if not self.hparams.scheduler:
             return {"optimizer": optimizer}
         make_scheduler = instantiate(self.hparams.scheduler)  # a functools.partial (`_partial_: true`)
@@ -191,6 +219,8 @@ class Classifier(pl.LightningModule):
         # fill the schedule length from the trainer unless the config set it
         extra = {k: steps for k in ("total_steps", "T_max", "total_iters") if k in accepted}
         extra = {k: v for k, v in extra.items() if k not in make_scheduler.keywords}
+        if "max_lr" in make_scheduler.keywords and any("lr_scale" in g for g in groups):  # OneCycleLR: one per group
+            extra["max_lr"] = [make_scheduler.keywords["max_lr"] * g.get("lr_scale", 1.0) for g in groups]
         scheduler = make_scheduler(optimizer, **extra)
         return {
             "optimizer": optimizer,
