@@ -66,7 +66,8 @@ def setup_runtime(cfg: DictConfig) -> None:
         threads = len(os.sched_getaffinity(0))
         trainer = cfg.get("trainer") or {}
         devices = trainer.get("devices")
-        cpu = trainer.get("accelerator") == "cpu" or (trainer.get("accelerator") == "auto" and not torch.cuda.is_available())
+        accelerator = trainer.get("accelerator")
+        cpu = accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
         if cpu and str(trainer.get("strategy", "")).startswith("ddp") and isinstance(devices, int):
             threads = max(1, threads // devices)  # DDP on the CPU: the processes share the cores
     torch.set_num_threads(threads)

@@ -6,10 +6,11 @@ import json
 
 import pytest
 import torch
-from conftest import only_run_dir, run_cli, tiny_overrides
 
 from fmnist.data import FashionMNISTDataModule
 from fmnist.modules.classifier import Classifier
+
+from conftest import only_run_dir, run_cli, tiny_overrides
 
 
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed is not available")

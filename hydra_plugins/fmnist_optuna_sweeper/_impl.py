@@ -1,0 +1,284 @@
+"""The sweep loop: ask the study for a batch of trials, launch them as Hydra jobs, tell the study how each ended.
+
+Every trial is created in the storage (`study.ask`), so several sweep processes on one storage share a study
+without losing or repeating trial numbers; the jobs reconnect to the storage to report per-epoch values and to be
+pruned (fmnist.pruning), which works whichever launcher runs them, in this process or elsewhere.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import optuna
+from hydra.core.plugins import Plugins
+from hydra.core.utils import JobReturn, JobStatus
+from hydra.plugins.sweeper import Sweeper
+from hydra.types import HydraContext, TaskFunction
+from hydra.utils import get_class, instantiate
+from omegaconf import DictConfig, OmegaConf
+from optuna.trial import TrialState
+
+from fmnist.errors import UserError
+
+from ._report import best_trial, write_plots, write_results, write_trials_csv
+from ._search_space import SearchSpace, describe, is_finite_number, parse_search_space
+from ._study import make_pruner, open_storage, redact, storage_spec, study_name
+
+log = logging.getLogger(__name__)
+
+TRIAL_KEY = "optuna_trial"  # each job's config gets `optuna_trial: <number>` (read by fmnist.pruning)
+PRUNING_CALLBACK = "fmnist.pruning.OptunaPruning"
+
+
+def check_objective(config: DictConfig, space: SearchSpace) -> str:
+    metric = config.get("optimized_metric")
+    if not metric:
+        raise UserError("optimized_metric is not set: a sweep optimises the validation metric train() returns, "
+                        "e.g. optimized_metric=val/acc_best.")  # fmt: skip
+    if str(metric).startswith("test/"):
+        raise UserError(
+            f"optimized_metric={metric}: a sweep must not optimise a test metric — choosing hyperparameters on the "
+            "test split makes its score meaningless. Use a validation metric, e.g. optimized_metric=val/acc_best."
+        )
+    if "optimized_metric" in space.distributions:
+        raise UserError("hydra.sweeper.params: optimized_metric cannot be swept; trials must share one objective.")
+    return str(metric)
+
+
+class AskTellGridSampler(optuna.samplers.GridSampler):
+    """Optuna's GridSampler calls study.stop() once the grid is covered, which only works inside study.optimize();
+    the sweeper asks and tells, and checks is_exhausted() itself."""
+
+    def after_trial(self, study: optuna.Study, trial: Any, state: TrialState, values: Any) -> None:
+        pass
+
+
+class OptunaSweeperImpl(Sweeper):
+    def __init__(self, **conf: Any) -> None:
+        self.conf = conf
+        self.config: DictConfig | None = None
+        self.launcher = None
+        self.hydra_context: HydraContext | None = None
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        self.hydra_context, self.config = hydra_context, config
+        self.launcher = Plugins.instance().instantiate_launcher(
+            hydra_context=hydra_context, task_function=task_function, config=config
+        )
+
+    def sweep(self, arguments: list[str]) -> Any:
+        try:
+            return self._sweep(arguments)
+        except UserError as e:  # one clear message and exit code 2, like the entry points
+            log.error(f"{type(e).__name__}: {e}")
+            sys.exit(2)
+
+    # --- setup of the study ----------------------------------------------------------------------------------------
+    def _check_numbers(self) -> None:
+        c = self.conf
+        if c["direction"] not in ("maximize", "minimize"):
+            raise UserError(f"hydra.sweeper.direction={c['direction']}: use maximize or minimize.")
+        if int(c["n_trials"]) < 1 or int(c["n_jobs"]) < 1:
+            raise UserError("hydra.sweeper.n_trials and hydra.sweeper.n_jobs must be at least 1.")
+        if not 0 <= float(c["max_failure_rate"]) <= 1:
+            raise UserError("hydra.sweeper.max_failure_rate is a share of n_trials, between 0 and 1.")
+
+    def _make_sampler(self, space: SearchSpace, seed_offset: int) -> optuna.samplers.BaseSampler:
+        """The configured sampler. Its seed is offset by the trials already in the study, so a resumed study
+        continues the search instead of replaying the first run's suggestions."""
+        cfg = self.conf.get("sampler")
+        cfg = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg or {})
+        cfg.setdefault("_target_", "optuna.samplers.TPESampler")
+        if cfg.get("seed") is not None:
+            cfg["seed"] = int(cfg["seed"]) + seed_offset
+        cls = get_class(cfg["_target_"])
+        if cls is optuna.samplers.GridSampler:
+            cfg.pop("_target_")
+            return AskTellGridSampler(search_space=space.grid(), **cfg)
+        sampler = instantiate(cfg)
+        if not isinstance(sampler, optuna.samplers.BaseSampler):
+            raise UserError(f"hydra.sweeper.sampler: {cfg['_target_']} is not an Optuna sampler.")
+        return sampler
+
+    def _open_study(self, space: SearchSpace, metric: str, spec: str) -> optuna.Study:
+        storage = open_storage(spec)
+        name = study_name(self.conf.get("study_name"))
+        try:
+            n_before = len(storage.get_all_trials(storage.get_study_id_from_name(name), deepcopy=False))
+        except KeyError:
+            n_before = 0
+        study = optuna.create_study(
+            study_name=name,
+            storage=storage,
+            direction=self.conf["direction"],
+            load_if_exists=True,
+            sampler=self._make_sampler(space, n_before),
+            pruner=make_pruner(self.conf.get("pruner")),
+        )
+        if study.direction.name.lower() != self.conf["direction"]:
+            raise UserError(f"Study {name!r} in {redact(spec)} is set to {study.direction.name.lower()}; "
+                            f"hydra.sweeper.direction={self.conf['direction']} contradicts it.")  # fmt: skip
+        previous = study.user_attrs.get("optimized_metric")
+        if previous and previous != metric:
+            raise UserError(f"Study {name!r} in {redact(spec)} optimises {previous}, not optimized_metric={metric}; "
+                            "use another hydra.sweeper.study_name (or storage) for a new objective.")  # fmt: skip
+        study.set_user_attr("optimized_metric", metric)
+        log.info(f"Study {name!r} in {redact(spec)}: {n_before} trials before this run; adding {self.conf['n_trials']}")
+        return study
+
+    def _bookkeeping_overrides(self, number: int, name: str, sweep_dir: Path) -> list[str]:
+        """Overrides that tell the job which trial it is, and put W&B runs of one sweep in one group."""
+        extra = [f"++{TRIAL_KEY}={number}"]
+        wandb = OmegaConf.select(self.config, "logger.wandb")
+        if isinstance(wandb, DictConfig) and "_target_" in wandb:
+            if not wandb.get("group"):
+                # a shared storage names the sweep; the default per-directory storage needs the directory too
+                group = name if self.conf.get("storage") else f"{name}-{sweep_dir.name}"
+                extra.append(f"logger.wandb.group={quote(group)}")
+            if not wandb.get("name"):
+                extra.append(f"logger.wandb.name={quote(f'trial-{number}')}")
+        return extra
+
+    # --- the loop --------------------------------------------------------------------------------------------------
+    def _sweep(self, arguments: list[str]) -> list[JobReturn]:
+        assert self.config is not None and self.launcher is not None
+        self._check_numbers()
+        space = parse_search_space(self.conf.get("params"), arguments)
+        metric = check_objective(self.config, space)
+        sweep_dir = Path(self.config.hydra.sweep.dir)
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
+        self._warn_without_pruning_callback()
+        spec = storage_spec(self.conf.get("storage"), sweep_dir)
+        study = self._open_study(space, metric, spec)
+        for key, dist in space.distributions.items():
+            log.info(f"  {key}: {describe(dist)}")
+        if not space.distributions:
+            log.warning("No parameters to search (hydra.sweeper.params is empty): every trial runs the same config.")
+
+        options = self.hydra_context.config_loader.get_group_options
+        run_base = single_run_overrides(self.config, space, options)
+        n_trials, n_jobs = int(self.conf["n_trials"]), int(self.conf["n_jobs"])
+        max_failed = float(self.conf["max_failure_rate"]) * n_trials
+        returns: list[JobReturn] = []
+        launched = failed = 0
+        try:
+            while launched < n_trials:
+                exhausted = getattr(study.sampler, "is_exhausted", None)
+                if exhausted is not None and exhausted(study):
+                    log.info("The grid is exhausted: every combination has been tried.")
+                    break
+                batch = [study.ask(space.distributions) for _ in range(min(n_jobs, n_trials - launched))]
+                launched += len(batch)
+                jobs = []
+                for trial in batch:
+                    params = space.overrides(trial.params)
+                    trial.set_user_attr("overrides", run_base + params)  # repeats the trial as a single run
+                    job = space.fixed + params + self._bookkeeping_overrides(trial.number, study.study_name, sweep_dir)
+                    try:  # compose now: a config error fails this trial alone, before anything runs
+                        self.validate_batch_is_legal([job])
+                    except Exception as e:
+                        failed += self._fail(study, trial, f"config does not compose: {type(e).__name__}: {e}")
+                        continue
+                    jobs.append((trial, job))
+                if jobs:
+                    results = self._launch(study, jobs)
+                    returns.extend(results)
+                    for (trial, _), ret in zip(jobs, results, strict=True):
+                        failed += self._tell(study, trial, ret, metric) == TrialState.FAIL
+                write_results(study, sweep_dir, metric, redact(spec))
+                write_trials_csv(study, sweep_dir)
+                if failed > max_failed:
+                    raise UserError(
+                        f"{failed} of {launched} trials failed, more than max_failure_rate="
+                        f"{self.conf['max_failure_rate']} of n_trials={n_trials}; stopping the sweep. "
+                        f"The errors are in {sweep_dir / 'trials.csv'} and each trial's log."
+                    )
+        finally:
+            self._finish_reports(study, sweep_dir, metric, spec)
+        return returns
+
+    def _launch(self, study: optuna.Study, jobs: list[tuple[optuna.Trial, list[str]]]) -> list[JobReturn]:
+        # job numbers (and so run sub-directories) follow the trial numbers, also across resumed runs
+        try:
+            return list(self.launcher.launch([job for _, job in jobs], initial_job_idx=jobs[0][0].number))
+        except BaseException as e:  # Ctrl-C or a launcher error: no trial of the batch stays RUNNING
+            for trial, _ in jobs:
+                study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+            log.error(f"Sweep stopped during trials {[t.number for t, _ in jobs]}: {type(e).__name__} {e}")
+            raise
+
+    def _fail(self, study: optuna.Study, trial: optuna.Trial, error: str, exc: BaseException | None = None) -> bool:
+        trial.set_user_attr("error", error[:2000])
+        study.tell(trial, state=TrialState.FAIL)
+        # a bug or a crash keeps its traceback in the sweep log; a UserError's message says it all
+        log.warning(f"Trial {trial.number} failed: {error}", exc_info=None if isinstance(exc, UserError) else exc)
+        return True
+
+    def _tell(self, study: optuna.Study, trial: optuna.Trial, ret: JobReturn, metric: str) -> TrialState:
+        hydra_cfg = ret.hydra_cfg.hydra if ret.hydra_cfg is not None else None
+        if hydra_cfg is not None:
+            trial.set_user_attr("run_dir", str(hydra_cfg.runtime.output_dir))
+        if ret.status == JobStatus.COMPLETED:
+            value = ret.return_value
+            if is_finite_number(value):
+                study.tell(trial, float(value))
+                log.info(f"Trial {trial.number}: {metric}={float(value):.6g} {trial.params}")
+                return TrialState.COMPLETE
+            self._fail(study, trial, f"returned {value!r} for {metric}, not a finite number")
+            return TrialState.FAIL
+        error = ret._return_value  # the job's exception (reading .return_value would re-raise it)
+        if isinstance(error, optuna.TrialPruned):
+            study.tell(trial, state=TrialState.PRUNED)
+            log.info(f"Trial {trial.number} pruned: {error}")
+            return TrialState.PRUNED
+        self._fail(study, trial, f"{type(error).__name__}: {error}", error)
+        return TrialState.FAIL
+
+    def _finish_reports(self, study: optuna.Study, sweep_dir: Path, metric: str, spec: str) -> None:
+        results = write_results(study, sweep_dir, metric, redact(spec))
+        write_trials_csv(study, sweep_dir)
+        if self.conf.get("plots", True):
+            write_plots(study, sweep_dir)
+        best = best_trial(study)
+        if best is not None:
+            repeat = " ".join(best.user_attrs.get("overrides", []))
+            log.info(f"Best trial {best.number}: {metric}={best.value:.6g}; as a single run: python train.py {repeat}")
+        log.info(f"Results: {results} (open the study with: optuna-dashboard {redact(spec)})")
+
+    def _warn_without_pruning_callback(self) -> None:
+        if not self.conf.get("pruner"):
+            return
+        callbacks = self.config.get("callbacks") or {}
+        if not any(isinstance(c, DictConfig) and c.get("_target_") == PRUNING_CALLBACK for c in callbacks.values()):
+            log.warning(f"hydra.sweeper.pruner is set but no callback is {PRUNING_CALLBACK}: trials report nothing "
+                        "and are never pruned. Add it as conf/hparams_search/cnn.yaml does.")  # fmt: skip
+
+
+def quote(text: str) -> str:
+    """A string as a quoted Hydra override value."""
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def single_run_overrides(config: DictConfig, space: SearchSpace, options: Callable[[str], list[str]]) -> list[str]:
+    """The overrides that repeat a trial as a plain run: the sweep's config group choices (e.g. aug=basic, chosen
+    by the search space) and the command line's fixed overrides, without the search space itself (which would
+    start another sweep) — so the repeat also scores the test split, as a final run should. `options(group)` lists
+    a group's configs: an optional default whose config does not exist is left out."""
+
+    def group_of(override: str) -> str:
+        return override.split("=", 1)[0].lstrip("+~")
+
+    skip = {"hparams_search", "hydra", "paths"}
+    choices = OmegaConf.to_container(config.hydra.runtime.choices)
+    groups = [
+        f"{g}={c}"
+        for g, c in choices.items()
+        if c is not None and g not in skip and not g.startswith("hydra/") and c in options(g)
+    ]
+    given = {group_of(o) for o in space.fixed} | set(space.distributions)  # set by the command line or a trial
+    return [o for o in groups if group_of(o) not in given] + [o for o in space.fixed if group_of(o) not in skip]

@@ -1,0 +1,29 @@
+"""The sweeper class Hydra instantiates for `hydra/sweeper=fmnist_optuna`.
+
+This module is imported by Hydra's plugin scan at every start-up, so it only defers to `_impl` (Optuna and the rest
+load when a sweep actually starts).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hydra.plugins.sweeper import Sweeper
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig
+
+
+class FmnistOptunaSweeper(Sweeper):
+    """Optuna search over Hydra overrides: `params` maps config keys to sweep expressions (interval, choice, range,
+    tag(log, ...)); each trial is one Hydra job; its return value (cfg.optimized_metric) is the objective."""
+
+    def __init__(self, **conf: Any) -> None:
+        from ._impl import OptunaSweeperImpl
+
+        self._impl = OptunaSweeperImpl(**conf)
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        self._impl.setup(hydra_context=hydra_context, task_function=task_function, config=config)
+
+    def sweep(self, arguments: list[str]) -> Any:
+        return self._impl.sweep(arguments)

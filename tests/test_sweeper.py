@@ -1,0 +1,265 @@
+"""The Optuna sweeper (hydra_plugins/fmnist_optuna_sweeper) through the real CLI on tiny synthetic data, plus its
+search-space parsing and config checks in-process.
+
+How failures are made certain: `model.backbone.dropout=1.5` raises when the CNN is built (torch refuses a
+probability above 1); `model.std=[0.0]` divides every input by zero, so the network computes NaN — val/loss is NaN
+and val/acc is exactly chance (0.1, the argmax of NaN logits is class 0 on a balanced validation split).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+from omegaconf import OmegaConf
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.trial import TrialState
+
+from fmnist.errors import UserError
+from hydra_plugins.fmnist_optuna_sweeper._impl import OptunaSweeperImpl, check_objective
+from hydra_plugins.fmnist_optuna_sweeper._search_space import parse_search_space
+from hydra_plugins.fmnist_optuna_sweeper._study import redact
+
+from conftest import CONF_DIR, compose_cfg, run_cli, tiny_data_overrides
+
+PLOTS = ["optimization_history.png", "param_importances.png", "parallel_coordinate.png"]
+
+
+def data_overrides(tiny_data, root: Path) -> list[str]:
+    """The tiny data set, without its fixed batch size (the CNN search space samples one). One thread: these models
+    are tiny, and more threads on shared, busy cores made epochs several times slower."""
+    return [o for o in tiny_data_overrides(tiny_data, root) if not o.startswith("data.batch_size=")] + ["threads=1"]
+
+
+def sweep(*args: str):
+    result = run_cli("train.py", "-m", *args)
+    return result, result.stdout + result.stderr
+
+
+def only_sweep_dir(root: Path) -> Path:
+    (sweep_dir,) = (root / "train" / "multiruns").iterdir()
+    return sweep_dir
+
+
+def load(storage: str, name: str) -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=storage)
+
+
+# --- the shipped CNN search space, end to end: results and storage -------------------------------------------------
+def test_sweep_writes_results_and_storage_holds_the_trials(tiny_data, tmp_path):
+    result, output = sweep(
+        "hparams_search=cnn", *data_overrides(tiny_data, tmp_path), "trainer.max_epochs=1", "hydra.sweeper.n_trials=3",
+        "data.batch_size=choice(50,100)",  # tiny data: 500 training images
+        "model.optimizer.lr=tag(log,interval(5e-3,2e-2))",
+        "model.backbone.stages=choice([[8],[16]],[[16],[32]])",  # small widths: fast trials
+    )  # fmt: skip
+    assert result.returncode == 0, output[-4000:]
+    sweep_dir = only_sweep_dir(tmp_path)
+    trials = load(f"sqlite:///{sweep_dir / 'optuna.db'}", "cnn").trials  # the default storage, in the sweep dir
+    assert [t.number for t in trials] == [0, 1, 2]
+    assert all(t.state == TrialState.COMPLETE for t in trials)
+    for name in ["optimization_results.yaml", "trials.csv", *PLOTS]:
+        assert (sweep_dir / name).stat().st_size > 0, name
+    for t in trials:  # each trial ran with its sampled params, and its value is what the job measured
+        run = Path(t.user_attrs["run_dir"])
+        assert run == sweep_dir / str(t.number)
+        cfg = OmegaConf.load(run / ".hydra" / "config.yaml")
+        assert cfg.optuna_trial == t.number
+        assert cfg.model.optimizer.lr == t.params["model.optimizer.lr"]
+        assert 5e-3 <= t.params["model.optimizer.lr"] <= 2e-2
+        assert OmegaConf.to_container(cfg.model.backbone.stages) == yaml.safe_load(t.params["model.backbone.stages"])
+        assert cfg.aug.translate == t.params["aug.translate"] and cfg.aug._target_  # aug=basic from the space
+        metrics = json.loads((run / "metrics.json").read_text())
+        assert t.value == pytest.approx(metrics["val/acc_best"])
+        assert "test/acc" not in metrics  # trials are judged on validation only
+        assert t.intermediate_values == {0: pytest.approx(t.value)}  # reported per epoch through the storage
+    results = yaml.safe_load((sweep_dir / "optimization_results.yaml").read_text())
+    best = max(trials, key=lambda t: t.value)
+    assert results["best_trial"] == best.number and results["best_value"] == pytest.approx(best.value)
+    assert results["best_params"] == best.params and results["trials"]["COMPLETE"] == 3
+    # best_overrides repeat the trial as a plain run (not another sweep) that scores the test split
+    assert "aug=basic" in results["best_overrides"]
+    assert not any(o.startswith("hparams_search") for o in results["best_overrides"])
+    single = compose_cfg("train", results["best_overrides"], sweep_dir / "repeat")
+    assert single.test is True and single.hydra.mode is None and "optuna_pruning" not in single.callbacks
+    assert single.model.optimizer.lr == best.params["model.optimizer.lr"]
+    with open(sweep_dir / "trials.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["number"], r["state"], r["epochs"]) for r in rows] == [(str(i), "COMPLETE", "1") for i in range(3)]
+
+
+# --- a second command on the same storage: resuming, and pruning through a journal-file storage -------------------
+def test_rerun_adds_trials_to_the_study_and_the_pruner_stops_a_clearly_worse_one(tiny_data, tmp_path):
+    storage = str(tmp_path / "study.log")  # a journal file
+    fixed = [  # every param that matters fixed: the outcome depends only on the construction below
+        "model.optimizer.lr=0.01", "data.batch_size=50", "model.backbone.dropout=0.1",
+        "model.backbone.stages=[[16],[32]]", "model.backbone.hidden=64", "model.label_smoothing=0.0",
+        "aug.translate=0", "aug.flip=0.0",
+        "model.optimizer.weight_decay=tag(log,interval(1e-6,1e-5))",  # still sampled (harmless): shows the seed offset
+    ]  # fmt: skip
+    common = [
+        "hparams_search=cnn", *data_overrides(tiny_data, tmp_path), *fixed, "hydra.sweeper.n_trials=1",
+        f"hydra.sweeper.storage={storage}", "hydra.sweeper.study_name=prune", "hydra.sweeper.plots=false",
+    ]  # fmt: skip
+    good, output = sweep(*common, "trainer.max_epochs=2")
+    assert good.returncode == 0, output[-4000:]
+    # a network fed inputs divided by zero: chance accuracy (0.1) at every epoch; the median rule with one finished
+    # trial and a warm-up of one epoch must stop it after its second epoch, one before its end
+    bad, output = sweep(*common, "trainer.max_epochs=3", "model.std=[0.0]", "hydra.sweeper.pruner.n_startup_trials=1")
+    assert bad.returncode == 0, output[-4000:]
+    study = optuna.load_study(study_name="prune", storage=optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(storage)))  # fmt: skip
+    first, second = study.trials  # two commands (two sweep directories), one study
+    assert first.state == TrialState.COMPLETE and first.intermediate_values[1] > 0.1
+    assert second.state == TrialState.PRUNED
+    assert second.intermediate_values == {0: pytest.approx(0.1), 1: pytest.approx(0.1)}  # 2 of 3 epochs
+    # the sampler's seed is offset by the trials already in the study: the second command does not replay the first
+    assert second.params["model.optimizer.weight_decay"] != first.params["model.optimizer.weight_decay"]
+    run = Path(second.user_attrs["run_dir"])
+    assert run.name == "1" and not (run / "metrics.json").exists()  # numbered by trial; stopped, not finished
+    sweep_dirs = sorted((tmp_path / "train" / "multiruns").iterdir())
+    assert len(sweep_dirs) == 2 and run.parent == sweep_dirs[1]
+    results = yaml.safe_load((sweep_dirs[1] / "optimization_results.yaml").read_text())
+    assert results["trials"]["COMPLETE"] == 1 and results["trials"]["PRUNED"] == 1 and results["best_trial"] == 0
+
+
+# --- failures -----------------------------------------------------------------------------------------------------
+def test_failed_and_nan_trials_are_recorded_and_the_sweep_goes_on(tiny_data, tmp_path):
+    result, output = sweep(
+        "hydra/sweeper=fmnist_optuna", "hydra/sweeper/sampler=grid", *data_overrides(tiny_data, tmp_path),
+        "trainer.max_epochs=1", "test=false", "optimized_metric=val/loss", "hydra.sweeper.direction=minimize",
+        "hydra.sweeper.n_trials=4", "hydra.sweeper.max_failure_rate=0.75", "hydra.sweeper.plots=false",
+        "model.backbone.stages=[[8],[16]]", "model.backbone.dropout=choice(0.1,1.5)", "model.std=choice([0.353],[0.0])",
+    )  # fmt: skip
+    assert result.returncode == 0, output[-4000:]
+    sweep_dir = only_sweep_dir(tmp_path)
+    trials = load(f"sqlite:///{sweep_dir / 'optuna.db'}", "fmnist").trials
+    outcome = {(t.params["model.backbone.dropout"], t.params["model.std"]): t for t in trials}
+    assert len(trials) == 4 and len(outcome) == 4  # the whole grid ran
+    assert outcome[0.1, "[0.353]"].state == TrialState.COMPLETE
+    nan = outcome[0.1, "[0.0]"]
+    assert nan.state == TrialState.FAIL and "returned nan" in nan.user_attrs["error"]
+    for std in ("[0.353]", "[0.0]"):
+        raised = outcome[1.5, std]
+        assert raised.state == TrialState.FAIL and "dropout probability" in raised.user_attrs["error"]
+    results = yaml.safe_load((sweep_dir / "optimization_results.yaml").read_text())
+    assert results["best_trial"] == outcome[0.1, "[0.353]"].number and results["trials"]["FAIL"] == 3
+
+
+def test_too_many_failures_stop_the_sweep(tiny_data, tmp_path):
+    result, output = sweep(
+        "hydra/sweeper=fmnist_optuna", *data_overrides(tiny_data, tmp_path), "hydra.sweeper.n_trials=3",
+        "hydra.sweeper.max_failure_rate=0.3", "hydra.sweeper.plots=false", "model.backbone.dropout=choice(1.5,2.5,3.5)",
+    )  # fmt: skip
+    assert result.returncode == 2, output[-4000:]
+    assert "1 of 1 trials failed, more than max_failure_rate=0.3" in output
+    sweep_dir = only_sweep_dir(tmp_path)
+    trials = load(f"sqlite:///{sweep_dir / 'optuna.db'}", "fmnist").trials
+    assert [t.state for t in trials] == [TrialState.FAIL]  # stopped after the first, nothing left RUNNING
+    assert (sweep_dir / "trials.csv").is_file()
+
+
+# --- several processes on one storage -----------------------------------------------------------------------------
+RACE = """
+import sys, optuna
+from multiprocessing import Barrier, get_context
+from hydra_plugins.fmnist_optuna_sweeper._study import open_storage
+
+def work(barrier, url, seed):
+    barrier.wait()  # all open the new database at the same moment
+    study = optuna.create_study(study_name="s", storage=open_storage(url), load_if_exists=True,
+                                sampler=optuna.samplers.RandomSampler(seed=seed))
+    for _ in range(3):
+        trial = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
+        study.tell(trial, trial.params["x"])
+
+if __name__ == "__main__":
+    ctx = get_context("fork")
+    barrier = ctx.Barrier(4)
+    workers = [ctx.Process(target=work, args=(barrier, sys.argv[1], i)) for i in range(4)]
+    [w.start() for w in workers]
+    [w.join() for w in workers]
+    sys.exit(max(w.exitcode for w in workers))
+"""
+
+
+def test_processes_opening_one_new_storage_together_lose_no_trials(tmp_path):
+    # without open_storage's retry, all but one of the processes died on an IntegrityError (schema creation race)
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    result = subprocess.run([sys.executable, "-c", RACE, url], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    trials = load(url, "s").trials
+    assert sorted(t.number for t in trials) == list(range(12)) and {t.state for t in trials} == {TrialState.COMPLETE}
+
+
+# --- in-process: search spaces, objective checks, W&B grouping ----------------------------------------------------
+def test_sweep_syntax_parses_into_optuna_distributions():
+    space = parse_search_space(
+        {"a": "interval(0.1, 0.5)", "b": "tag(log, interval(1e-4, 1e-1))", "c": "int(interval(1, 8))",
+         "d": "tag(log, int(interval(16, 256)))", "e": "range(0, 5)", "f": "range(0.0, 0.5, 0.1)",
+         "g": "choice(64, 128)", "h": "choice([[16,32],[64]], [[32,64],[128]])", "i": "x,y", "j": 3},
+        ["g=choice(32,64)", "e=2"],  # the command line wins: g re-swept, e fixed
+    )  # fmt: skip
+    d = space.distributions
+    assert d["a"] == FloatDistribution(0.1, 0.5)
+    assert d["b"] == FloatDistribution(1e-4, 1e-1, log=True)
+    assert d["c"] == IntDistribution(1, 8)
+    assert d["d"] == IntDistribution(16, 256, log=True)
+    assert d["f"] == FloatDistribution(0.0, 0.4, step=0.1)  # range() excludes its stop, like Hydra's
+    assert d["g"] == CategoricalDistribution([32, 64])
+    assert d["h"] == CategoricalDistribution(["[[16,32],[64]]", "[[32,64],[128]]"])  # lists kept as override text
+    assert d["i"] == CategoricalDistribution(["x", "y"])
+    assert "e" not in d and "j" not in d and sorted(space.fixed) == ["e=2", "j=3"]
+    assert space.overrides({"h": "[[16,32],[64]]", "b": 1e-05}) == ["h=[[16,32],[64]]", "b=1e-05"]
+    added = parse_search_space({}, ["+trainer.gradient_clip_val=choice(0.5,1.0)"])  # a key the config lacks
+    assert added.overrides({"trainer.gradient_clip_val": 0.5}) == ["+trainer.gradient_clip_val=0.5"]
+    assert parse_search_space({"e": "range(1, 10, 3)"}, []).grid() == {"e": [1, 4, 7]}
+    with pytest.raises(UserError, match="grid sampler needs a finite set"):
+        parse_search_space({"a": "interval(0, 1)"}, []).grid()
+    for bad in ("shuffle(choice(1,2))", "tag(exp, interval(0,1))", "interval(1, 0)", "choice(1,", "glob(*)"):
+        with pytest.raises(UserError):
+            parse_search_space({"a": bad}, [])
+
+
+@pytest.mark.parametrize("name", ["cnn", "convnext"])
+def test_shipped_search_spaces_compose_and_name_real_keys(name, tiny_data, tmp_path):
+    params = OmegaConf.load(Path(CONF_DIR) / "hparams_search" / f"{name}.yaml").hydra.sweeper.params
+    space = parse_search_space(params, [])
+    assert len(space.distributions) == len(params)
+    if name == "cnn":
+        searched = {"model.optimizer.lr", "model.optimizer.weight_decay", "data.batch_size", "model.backbone.dropout",
+                    "model.backbone.stages", "model.label_smoothing", "aug.translate"}  # fmt: skip
+        assert searched <= set(space.distributions)
+    if not (Path(CONF_DIR) / "model" / f"{name}.yaml").is_file():
+        pytest.skip(f"conf/model/{name}.yaml does not exist yet: parsing checked only")
+    cfg = compose_cfg("train", [*tiny_data_overrides(tiny_data, tmp_path), f"hparams_search={name}"], tmp_path)
+    assert cfg.hydra.sweeper._target_.endswith("FmnistOptunaSweeper") and cfg.hydra.sweeper.sampler.seed == 42
+    assert cfg.callbacks.optuna_pruning.trial is None  # a plain run: the pruning callback does nothing
+    for key in params:  # a typo in the search space would only surface when its first trial runs
+        assert OmegaConf.select(cfg, key, default="missing") != "missing", key
+
+
+def test_a_test_metric_is_refused():
+    space = parse_search_space({}, [])
+    with pytest.raises(UserError, match="must not optimise a test metric"):
+        check_objective(OmegaConf.create({"optimized_metric": "test/acc"}), space)
+    assert check_objective(OmegaConf.create({"optimized_metric": "val/acc_best"}), space) == "val/acc_best"
+
+
+def test_wandb_trials_of_one_sweep_share_a_group(tiny_data, tmp_path):
+    sweeper = OptunaSweeperImpl(storage=None)
+    sweeper.config = compose_cfg("train", [*tiny_data_overrides(tiny_data, tmp_path), "logger=wandb"], tmp_path)
+    extra = sweeper._bookkeeping_overrides(7, "cnn", tmp_path / "2026-01-01_00-00-00_000000")
+    assert extra == ["++optuna_trial=7", "logger.wandb.group='cnn-2026-01-01_00-00-00_000000'",
+                     "logger.wandb.name='trial-7'"]  # fmt: skip
+    job = compose_cfg("train", [*tiny_data_overrides(tiny_data, tmp_path), "logger=wandb", *extra], tmp_path)
+    assert job.logger.wandb.group == "cnn-2026-01-01_00-00-00_000000" and job.optuna_trial == 7
+    sweeper.config = OmegaConf.create({"logger": {"csv": {"_target_": "x"}}})
+    assert sweeper._bookkeeping_overrides(7, "cnn", tmp_path) == ["++optuna_trial=7"]
+    assert redact("postgresql://me:secret@db/optuna") == "postgresql://me:***@db/optuna"
