@@ -5,7 +5,8 @@ labels, after the batch reached the device (FashionMNISTDataModule.on_after_batc
 order: translate + flip (our own tensor ops: a gather of per-sample crops, measured faster than kornia's warp-based
 crop, docs/RESULTS.md), small affine and random erasing (kornia.augmentation), then batch mixing (torchvision's
 MixUp / CutMix), which turns labels into soft targets (B, num_classes) that sum to one. Randomness comes from torch's
-global generator, so seeded runs are reproducible.
+global generator, so seeded runs are reproducible. With aug=gan (fmnist.gan_augment), synthetic images first replace
+a share of the batch, so every transform applies to them too.
 """
 
 from __future__ import annotations
@@ -49,8 +50,11 @@ class BatchAugment(nn.Module):
         erasing: dict | None = None,
         mix: dict | None = None,
         num_classes: int = 10,
+        synthetic: nn.Module | None = None,
     ) -> None:
         super().__init__()
+        # aug=gan (fmnist.gan_augment): a transform that replaces a share of the batch with synthetic images first
+        self.synthetic = synthetic
         if translate < 0 or not 0 <= flip <= 1:
             raise UserError(f"aug.translate={translate} must be >= 0 and aug.flip={flip} a probability in [0, 1].")
         self.translate, self.flip, self.num_classes = int(translate), float(flip), num_classes
@@ -68,6 +72,8 @@ class BatchAugment(nn.Module):
 
     @torch.no_grad()
     def forward(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.synthetic is not None:  # first, so the transforms below apply to synthetic images too
+            images, labels = self.synthetic(images, labels)
         images = random_flip(random_translate(images, self.translate), self.flip)
         if self.affine is not None:
             images = self.affine(images)

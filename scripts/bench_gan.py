@@ -1,0 +1,99 @@
+"""GAN benchmark: training time and sample quality, then "does GAN data help?" for the default CNN.
+
+    python scripts/bench_gan.py [--parts gan cache table] [--seeds 0 1 2] [--gan-overrides key=value ...]
+
+- gan:   `python gan.py` with its defaults (20 epochs, then CAS / Fréchet distance / agreement): seconds per epoch
+         and the quality figures, from the run's metrics.json.
+- cache: trains (or finds) the default GAN of `aug=gan` for full data and for data.train_fraction=0.1, timed, so
+         the table's runs below do not include it.
+- table: scripts/bench_train.py (3 seeds each) for aug=basic and aug=gan at full data and at train_fraction=0.1.
+
+Everything lands under outputs/bench/ (runs, summary.json per row) and the table is printed as Markdown and saved
+to outputs/bench/gan_summary.json. CPU-heavy: hours on 2 cores (docs/RESULTS.md has the measured figures).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import subprocess
+import sys
+import time
+from datetime import date
+
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+
+import fmnist.utils  # noqa: F401  (registers the config resolvers)
+from fmnist import PROJECT_ROOT
+
+OUT = PROJECT_ROOT / "outputs" / "bench"
+ROWS = [  # name, overrides
+    ("cnn_basic_full", ["aug=basic"]),
+    ("cnn_gan_full", ["aug=gan"]),
+    ("cnn_basic_frac0.1", ["aug=basic", "data.train_fraction=0.1"]),
+    ("cnn_gan_frac0.1", ["aug=gan", "data.train_fraction=0.1"]),
+]
+QUALITY = ("quality/cas", "quality/real_test_acc", "quality/fd", "quality/agreement", "seconds_per_epoch", "epochs")
+
+
+def bench_gan(overrides: list[str]) -> dict:
+    run_dir = OUT / "gan"
+    command = [sys.executable, str(PROJECT_ROOT / "gan.py"), f"hydra.run.dir={run_dir}", *overrides]
+    start = time.perf_counter()
+    subprocess.run(command, check=True, cwd=PROJECT_ROOT)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    return {"command": " ".join(["python gan.py", *overrides]), "wall_seconds": time.perf_counter() - start,
+            **{k: metrics.get(k) for k in QUALITY}}  # fmt: skip
+
+
+def warm_cache(fraction: float) -> dict:
+    """Build the aug=gan transform as train.py would, which trains the default GAN unless it is cached."""
+    with initialize_config_dir(version_base="1.3", config_dir=str(PROJECT_ROOT / "conf")):
+        cfg = compose("train", overrides=["aug=gan", f"data.train_fraction={fraction}"])
+    start = time.perf_counter()
+    instantiate(cfg.aug)
+    return {"train_fraction": fraction, "seconds": time.perf_counter() - start}
+
+
+def table(seeds: list[int]) -> list[dict]:
+    rows = []
+    for name, overrides in ROWS:
+        seed_args = ["--seeds", *map(str, seeds)]
+        script = str(PROJECT_ROOT / "scripts" / "bench_train.py")
+        subprocess.run([sys.executable, script, "--name", name, *seed_args, *overrides], check=True, cwd=PROJECT_ROOT)
+        summary = json.loads((OUT / name / "summary.json").read_text())
+        rows.append({"name": name, "overrides": " ".join(overrides), **{k: summary[k] for k in
+                     ("test/acc", "val/acc_best", "wall_seconds")}})  # fmt: skip
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--parts", nargs="+", default=["gan", "cache", "table"], choices=["gan", "cache", "table"])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--gan-overrides", nargs="*", default=[], help="Hydra overrides passed to gan.py")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")  # which synthetic set, the GAN's progress
+    OUT.mkdir(parents=True, exist_ok=True)
+    result: dict = {
+        "date": date.today().isoformat(),
+        "command": " ".join(["python scripts/bench_gan.py", *sys.argv[1:]]),
+    }
+    if "gan" in args.parts:
+        result["gan"] = bench_gan(args.gan_overrides)
+        print(json.dumps(result["gan"], indent=2))
+    if "cache" in args.parts:
+        result["default_gan"] = [warm_cache(f) for f in (1.0, 0.1)]
+        print(json.dumps(result["default_gan"], indent=2))
+    if "table" in args.parts:
+        result["table"] = table(args.seeds)
+        print("\n| row | overrides | test accuracy (mean ± sd) | wall seconds per run |\n|---|---|---|---|")
+        for row in result["table"]:
+            print(f"| {row['name']} | `{row['overrides']}` | {row['test/acc']} | {row['wall_seconds']} |")
+    (OUT / "gan_summary.json").write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,238 @@
+"""The GAN on tiny synthetic data: training and its outputs, divergence, generate.py, aug=gan, the cache, metrics."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import lightning.pytorch as pl
+import pytest
+import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+
+from fmnist.checkpoints import read_classifier_checkpoint
+from fmnist.errors import CheckpointError, UserError
+from fmnist.gan import train_gan
+from fmnist.gan_metrics import classification_accuracy_score, frechet_distance, real_data_classifier, sample_quality
+from fmnist.models.gan import Generator
+from fmnist.modules.classifier import Classifier
+from fmnist.modules.gan import GAN, GANDivergedError
+from fmnist.synthetic import SyntheticDataModule, load_generator, load_synthetic, save_synthetic
+from fmnist.train import build
+from fmnist.utils import find_user_error
+from scripts.generate import generate
+
+from conftest import compose_cfg, run_cli, tiny_data_overrides
+
+SMALL_GAN = ["model.generator.width=16", "model.generator.latent_dim=16", "model.discriminator.width=8"]
+METRICS = ["metrics.epochs=1", "metrics.batch_size=50", "metrics.n_per_class=20", "metrics.cas_per_class=50"]
+
+
+def gan_overrides(tiny_data, root: Path) -> list[str]:
+    # threads=1: with other processes on the 2 cores, 2 OpenMP threads were measured ~10x slower than 1
+    return [*tiny_data_overrides(tiny_data, root), "trainer.max_epochs=2", "data.batch_size=50", "threads=1",
+            *SMALL_GAN, *METRICS]  # fmt: skip
+
+
+def small_gan() -> GAN:
+    return GAN(
+        generator={"_target_": "fmnist.models.gan.Generator", "latent_dim": 16, "width": 16},
+        discriminator={"_target_": "fmnist.models.gan.Discriminator", "width": 8},
+    )
+
+
+@pytest.fixture(scope="module")
+def gan_run(tiny_data, tmp_path_factory) -> tuple[Path, dict, Path]:
+    """`python gan.py` in process on the tiny data: 2 epochs of 10 steps, then the quality metrics."""
+    root = tmp_path_factory.mktemp("gan")
+    cfg = compose_cfg("gan", gan_overrides(tiny_data, root), root / "run")
+    return root / "run", train_gan(cfg), root
+
+
+def test_gan_training_writes_finite_losses_grids_checkpoint_and_set(gan_run):
+    run, metrics, _ = gan_run
+    for key in ("train/d_loss", "train/g_loss", "train/d_real", "train/d_fake"):
+        assert torch.isfinite(torch.tensor(metrics[key])), key
+    grids = sorted(p.name for p in (run / "samples").iterdir())
+    assert grids == ["epoch_001.png", "epoch_002.png"]
+    with Image.open(run / "samples" / "epoch_001.png") as grid:
+        assert grid.size[0] > 300 and grid.size[1] > 300
+    assert (run / "samples.png").is_file() and (run / "metrics.csv").is_file()
+    on_disk = json.loads((run / "metrics.json").read_text())
+    assert on_disk["epochs"] == 2 and on_disk["seconds_per_epoch"] > 0
+    gan = load_generator(run / "checkpoints" / "last.ckpt")
+    assert gan.ema is not None and gan.latent_dim == 16
+    images, labels, meta = load_synthetic(run / "synthetic.safetensors")
+    assert images.shape == (500, 28, 28) and images.dtype == torch.uint8 and meta["n_per_class"] == "50"
+    assert torch.equal(labels, torch.arange(10).repeat_interleave(50))
+
+
+def test_generator_output_shape_and_range():
+    generator = Generator(latent_dim=16, width=16)
+    out = generator(torch.randn(12, 16), torch.arange(12) % 10)
+    assert out.shape == (12, 1, 28, 28) and out.min() >= -1 and out.max() <= 1
+    samples = small_gan().sample(torch.arange(10), seed=0)
+    assert samples.shape == (10, 1, 28, 28) and samples.min() >= 0 and samples.max() <= 1
+    gan = small_gan()
+    assert torch.equal(gan.sample(torch.arange(10), seed=3), gan.sample(torch.arange(10), seed=3))
+    with pytest.raises(UserError, match="hinge, nonsaturating"):
+        GAN(generator={"_target_": "fmnist.models.gan.Generator"}, discriminator={}, loss="wasserstein")
+
+
+def test_quality_metrics_are_written(gan_run):
+    run, metrics, _ = gan_run
+    for key in ("quality/cas", "quality/agreement", "quality/real_test_acc", "quality/agreement_trouser"):
+        assert 0 <= metrics[key] <= 1, key
+    assert metrics["quality/fd"] > 0 and "quality/fd_ankle_boot" in metrics
+    assert metrics["quality/real_test_acc"] > 0.5, "the tiny data set is easy for the real-data CNN"
+    assert json.loads((run / "metrics.json").read_text())["quality/cas"] == metrics["quality/cas"]
+
+
+class NaNInSecondEpoch(Dataset):
+    """100 random images; from the second pass on, images 60..69 (batch 7 at batch size 10) are NaN."""
+
+    def __init__(self) -> None:
+        self.images, self.labels, self.served = torch.rand(100, 1, 28, 28), torch.arange(100) % 10, 0
+
+    def __len__(self) -> int:
+        return 100
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        self.served += 1
+        broken = self.served > 100 and 60 <= i < 70
+        return (torch.full_like(self.images[i], float("nan")) if broken else self.images[i]), self.labels[i]
+
+
+def test_diverging_gan_stops_with_the_step_and_writes_no_more_samples(tmp_path):
+    loader = DataLoader(NaNInSecondEpoch(), batch_size=10)
+    trainer = pl.Trainer(max_epochs=3, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, default_root_dir=str(tmp_path))  # fmt: skip
+    with pytest.raises(GANDivergedError, match=r"step 17 \(epoch 2, batch 7\): the discriminator loss is nan"):
+        trainer.fit(small_gan(), train_dataloaders=loader)
+    assert sorted(p.name for p in (tmp_path / "samples").iterdir()) == ["epoch_001.png"], "no grid after it"
+
+
+def test_generate_writes_a_set_the_datamodule_loads(gan_run, tiny_data, tmp_path):
+    run, _, _ = gan_run
+    out = tmp_path / "set.safetensors"
+    result = run_cli("scripts/generate.py", str(run / "checkpoints" / "last.ckpt"), "n_per_class=7",
+                     "classes=[1,Bag]", f"out={out}", "seed=5")  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert out.with_suffix(".png").is_file()
+    directory, checksums = tiny_data
+    datamodule = SyntheticDataModule(synthetic=str(out), data_dir=str(directory), system_dir=None, download=False,
+                                     checksums=checksums, val_size=100)  # fmt: skip
+    datamodule.setup("fit")
+    train = datamodule.train_set
+    assert train.images.dtype == torch.uint8 and train.images.shape == (14, 28, 28)
+    assert train.labels.tolist() == [1] * 7 + [8] * 7
+    assert len(datamodule.val_set) == 100 and len(datamodule.test_set) == 200, "validation and test stay real"
+
+
+def classifier_checkpoint(path: Path) -> Path:
+    model = Classifier(backbone={"_target_": "fmnist.models.cnn.SimpleCNN"}, optimizer={"_target_": "torch.optim.SGD"})
+    torch.save({"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams)}, path)
+    return path
+
+
+def test_wrong_checkpoints_are_refused(gan_run, tiny_data, tmp_path):
+    ckpt = classifier_checkpoint(tmp_path / "classifier.ckpt")
+    with pytest.raises(CheckpointError, match="is a classifier checkpoint"):
+        generate([str(ckpt), "n_per_class=2"])
+    gan_ckpt = gan_run[0] / "checkpoints" / "last.ckpt"
+    with pytest.raises(CheckpointError, match="is a GAN checkpoint"):  # and classifier commands refuse GANs
+        read_classifier_checkpoint(gan_ckpt)
+    cfg = compose_cfg("train", [*tiny_data_overrides(tiny_data, tmp_path), "aug=gan", f"aug.source={ckpt}"], tmp_path)
+    with pytest.raises(Exception) as error:
+        instantiate(cfg.aug)
+    user_error = find_user_error(error.value)  # Hydra's instantiate wraps it
+    assert isinstance(user_error, CheckpointError) and "is a classifier checkpoint" in str(user_error)
+
+
+def recognisable_set(path: Path, n: int = 40, label: int = 3) -> Path:
+    """All-white images of one class: unlike any tiny real image (dark noise plus a bar), so they can be counted."""
+    return save_synthetic(path, torch.full((n, 28, 28), 255, dtype=torch.uint8), torch.full((n,), label))
+
+
+class RecordBatches(pl.Callback):
+    def __init__(self) -> None:
+        self.seen: dict[str, list] = {"train": [], "val": [], "test": []}
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.seen["train"].append((batch[0].clone(), batch[1].clone()))
+
+    def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
+        self.seen["val"].append((batch[0].clone(), batch[1].clone()))
+
+    def on_test_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
+        self.seen["test"].append((batch[0].clone(), batch[1].clone()))
+
+
+def test_aug_gan_mixes_the_share_into_training_batches_only(tiny_data, tmp_path):
+    source = recognisable_set(tmp_path / "white.safetensors")
+    overrides = [*tiny_data_overrides(tiny_data, tmp_path), "aug=gan", f"aug.source={source}", "aug.share=0.4",
+                 "trainer.max_epochs=1", "callbacks=none", "logger=csv"]  # fmt: skip
+    cfg = compose_cfg("train", overrides, tmp_path / "run")
+    datamodule, model, trainer, _ = build(cfg)
+    recorder = RecordBatches()
+    trainer.callbacks.append(recorder)
+    trainer.fit(model, datamodule=datamodule)
+    trainer.test(model, datamodule=datamodule, verbose=False)
+    for images, labels in recorder.seen["train"]:
+        synthetic = images.mean((1, 2, 3)) > 0.8  # still > 0.8 after a 2-pixel shift or a flip
+        assert synthetic.sum() == 20, "40 % of each batch of 50"
+        assert (labels[synthetic] == 3).all()
+    for split in ("val", "test"):
+        assert recorder.seen[split], split
+        assert all((images.mean((1, 2, 3)) < 0.6).all() for images, _ in recorder.seen[split]), split
+
+
+def test_default_gan_is_trained_once_cached_and_leaves_the_random_state(tiny_data, tmp_path, caplog):
+    overrides = [*tiny_data_overrides(tiny_data, tmp_path), "aug=gan", "aug.n_per_class=5",
+                 "aug.default_gan.steps=3", "aug.default_gan.batch_size=50",
+                 "aug.default_gan.model.generator.width=16", "aug.default_gan.model.discriminator.width=8"]  # fmt: skip
+    cfg = compose_cfg("train", overrides, tmp_path / "run")
+    draws = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        with caplog.at_level(logging.INFO, logger="fmnist"):
+            augment = instantiate(cfg.aug)
+        draws.append(torch.rand(3))
+        assert len(augment.synthetic.labels) == 50
+    (entry,) = (tmp_path / "cache" / "gan").iterdir()
+    assert "trained now" in caplog.text and f"default GAN set {entry / 'synthetic.safetensors'} (cached)" in caplog.text
+    assert caplog.text.count("training the default GAN") == 1, "the second run reuses the cache"
+    assert {"generator.ckpt", "synthetic.safetensors", "settings.json"} <= {p.name for p in entry.iterdir()}
+    assert json.loads((entry / "settings.json").read_text())["split"]["val_size"] == 100
+    assert torch.equal(draws[0], draws[1]), "training the GAN must not change the run's random numbers"
+
+
+def test_frechet_distance_known_cases():
+    features = torch.randn(500, 8, generator=torch.Generator().manual_seed(0)).double()
+    assert abs(frechet_distance(features, features)) < 1e-6
+    # equal covariances: the distance is the squared distance of the means
+    assert frechet_distance(features, features + 0.5) == pytest.approx(8 * 0.25, rel=1e-4)
+
+
+def test_agreement_and_cas_on_real_images(gan_run, tiny_data, tmp_path):
+    _, _, root = gan_run
+    cfg = compose_cfg("gan", gan_overrides(tiny_data, root), tmp_path / "run")
+    model_cfg, data = cfg.metrics.classifier, OmegaConf.to_container(cfg.data, resolve=True) | {"batch_size": 50}
+    kwargs = {"accelerator": "cpu", "precision": "32-true"}
+    classifier, info = real_data_classifier(model_cfg, data, 1, 0, Path(cfg.metrics.cache_dir), kwargs)  # cached
+    datamodule = instantiate(cfg.data)
+    datamodule.setup()
+    test = datamodule.test_set
+    quality = sample_quality(classifier, test.images, test.labels, test.images, test.labels)
+    assert quality["quality/agreement"] == pytest.approx(info["metrics"]["test/acc"], abs=1e-6)
+    assert abs(quality["quality/fd"]) < 1e-3 and abs(quality["quality/fd_trouser"]) < 1e-3
+    train = datamodule.train_set
+    real = save_synthetic(tmp_path / "real.safetensors", train.images, train.labels)
+    shuffled = save_synthetic(tmp_path / "shuffled.safetensors", train.images, train.labels[torch.randperm(500)])
+    cas = classification_accuracy_score(model_cfg, data, real, 2, tmp_path / "cas", kwargs, 0)["quality/cas"]
+    chance = classification_accuracy_score(model_cfg, data, shuffled, 2, tmp_path / "cas2", kwargs, 0)["quality/cas"]
+    assert cas > 0.8 and chance < 0.4, (cas, chance)
