@@ -7,7 +7,8 @@ stratified 5,000-image validation slice as the datamodule (split seed 0), then r
 
     python scripts/explore_recipe.py --stages 32,64/128 --hidden 128 --batch 256 --epochs 3
     python scripts/explore_recipe.py --stages 32/64/128 --bench 30          # throughput only
-    python scripts/explore_recipe.py --stages 32/64/128 --epochs 8 --flip --tta --label-smoothing 0.1
+    python scripts/explore_recipe.py --stages 32/64/128 --channels-last --batch 128 --epochs 7 \
+        --label-smoothing 0.1 --flip --tta      # the recommended recipe (93.0-93.3 % test)
 
 `--stages` separates stages with "/" and widths inside a stage with ",": 32,64/128 is [[32, 64], [128]].
 """
@@ -118,24 +119,28 @@ def train_step(model, opt, xb, yb, args) -> torch.Tensor:
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
-    return loss
+    return loss.detach()
 
 
 def bench(model, opt, x, y, args) -> None:
-    n = args.bench
+    """Per-step times; the best and median steps are robust to other processes briefly sharing the CPU."""
     idx = torch.randperm(len(y))
-    for i in range(3):
-        b = idx[i * args.batch : (i + 1) * args.batch]
+    times = []
+    for i in range(args.bench + 3):
+        b = idx[(i * args.batch) % (len(y) - args.batch) :][: args.batch]
+        t0 = time.perf_counter()
         train_step(model, opt, x[b], y[b], args)
-    t0 = time.perf_counter()
-    for i in range(n):
-        b = idx[((i + 3) * args.batch) % (len(y) - args.batch) :][: args.batch]
-        train_step(model, opt, x[b], y[b], args)
-    train_ips = n * args.batch / (time.perf_counter() - t0)
-    t0 = time.perf_counter()
-    evaluate(model, x[:5000], y[:5000], args.eval_batch)
-    eval_ips = 5000 / (time.perf_counter() - t0)
-    print(f"BENCH train {train_ips:7.0f} img/s  eval {eval_ips:7.0f} img/s  (batch {args.batch})")
+        times.append(time.perf_counter() - t0)
+    times = sorted(times[3:])
+    evals = []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        evaluate(model, x[:2000], y[:2000], args.eval_batch)
+        evals.append(time.perf_counter() - t0)
+    print(
+        f"BENCH train best {args.batch / times[0]:5.0f} median {args.batch / times[len(times) // 2]:5.0f} img/s"
+        f"  eval best {2000 / min(evals):5.0f} img/s  (batch {args.batch}, eval batch {args.eval_batch})"
+    )
 
 
 def main() -> None:
@@ -177,10 +182,10 @@ def main() -> None:
         div_factor=args.div_factor,
         final_div_factor=args.final_div,
     )
-    step, epoch, train_time = 0, 0, 0.0
+    step, epoch, train_time, cpu_time = 0, 0, 0.0, 0.0
     while step < total_steps:
         epoch += 1
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         perm = torch.randperm(len(y_tr))
         loss_sum, n = 0.0, 0
         for i in range(steps_per_epoch):
@@ -194,6 +199,7 @@ def main() -> None:
             step += 1
         t_train = time.perf_counter() - t0
         train_time += t_train
+        cpu_time += time.process_time() - c0
         t1 = time.perf_counter()
         val = evaluate(model, x_val, y_val, args.eval_batch)
         t_val = time.perf_counter() - t1
@@ -210,7 +216,8 @@ def main() -> None:
         line += f"  TTA {evaluate(model, x_te, y_te, args.eval_batch, tta=True):.2f}%"
     print(
         f"{line}  (test pass {t_test:.1f}s)  train {train_time:.0f}s "
-        f"({total_steps * args.batch / train_time:.0f} img/s)  total wall {time.perf_counter() - START:.0f}s"
+        f"({total_steps * args.batch / train_time:.0f} img/s; cpu {cpu_time:.0f}s)  "
+        f"total wall {time.perf_counter() - START:.0f}s"
     )
 
 
