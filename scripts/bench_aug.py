@@ -31,7 +31,7 @@ import fmnist.utils  # noqa: F401  (resolvers)
 from fmnist import PROJECT_ROOT
 from fmnist.data.sources import FILES, SYSTEM_DIR
 
-OPTIONS = ["none", "basic", "strong", "mixup", "cutmix"]
+OPTIONS = ["none", "flip", "basic", "strong", "mixup", "cutmix"]
 
 
 def compose_train(*overrides: str):

@@ -1,12 +1,15 @@
 """GAN benchmark: training time and sample quality, then "does GAN data help?" for the default CNN.
 
-    python scripts/bench_gan.py [--parts gan cache table] [--seeds 0 1 2] [--gan-overrides key=value ...]
+    python scripts/bench_gan.py [--parts gan cache table] [--fractions 1.0 0.1] [--seeds 0 1 2]
+        [--gan-overrides key=value ...] [--train-overrides key=value ...]
+    python scripts/bench_gan.py --fractions 0.1 --parts gan table --gan-overrides trainer.max_epochs=70
 
-- gan:   `python gan.py` with its defaults (20 epochs, then CAS / Fréchet distance / agreement): seconds per epoch
-         and the quality figures, from the run's metrics.json.
-- cache: trains (or finds) the default GAN of `aug=gan` for full data and for data.train_fraction=0.1, timed, so
-         the table's runs below do not include it.
-- table: scripts/bench_train.py (3 seeds each) for aug=basic and aug=gan at full data and at train_fraction=0.1.
+For each data fraction (data.train_fraction; the GAN only ever sees that training split):
+- gan:   `python gan.py data.train_fraction=<f>` (then CAS / Fréchet distance / agreement) into
+         outputs/bench/gan_frac<f>: seconds per epoch and the quality figures, from the run's metrics.json.
+- cache: trains (or finds) the default GAN of `aug=gan` instead, timed, so the table's runs do not include it.
+- table: scripts/bench_train.py (3 seeds each) for aug=basic and aug=gan. aug=gan uses the synthetic set of the
+         `gan` part's run when there is one (aug.source=...), else the default GAN of the cache.
 
 Everything lands under outputs/bench/ (runs, summary.json per row) and the table is printed as Markdown and saved
 to outputs/bench/gan_summary.json. CPU-heavy: hours on 2 cores (docs/RESULTS.md has the measured figures).
@@ -21,6 +24,7 @@ import subprocess
 import sys
 import time
 from datetime import date
+from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
@@ -29,17 +33,16 @@ import fmnist.utils  # noqa: F401  (registers the config resolvers)
 from fmnist import PROJECT_ROOT
 
 OUT = PROJECT_ROOT / "outputs" / "bench"
-ROWS = [  # name, overrides
-    ("cnn_basic_full", ["aug=basic"]),
-    ("cnn_gan_full", ["aug=gan"]),
-    ("cnn_basic_frac0.1", ["aug=basic", "data.train_fraction=0.1"]),
-    ("cnn_gan_frac0.1", ["aug=gan", "data.train_fraction=0.1"]),
-]
 QUALITY = ("quality/cas", "quality/real_test_acc", "quality/fd", "quality/agreement", "seconds_per_epoch", "epochs")
 
 
-def bench_gan(overrides: list[str]) -> dict:
-    run_dir = OUT / "gan"
+def gan_dir(fraction: float) -> Path:
+    return OUT / f"gan_frac{fraction}"
+
+
+def bench_gan(fraction: float, overrides: list[str]) -> dict:
+    run_dir = gan_dir(fraction)
+    overrides = [f"data.train_fraction={fraction}", *overrides]
     command = [sys.executable, str(PROJECT_ROOT / "gan.py"), f"hydra.run.dir={run_dir}", *overrides]
     start = time.perf_counter()
     subprocess.run(command, check=True, cwd=PROJECT_ROOT)
@@ -57,9 +60,13 @@ def warm_cache(fraction: float) -> dict:
     return {"train_fraction": fraction, "seconds": time.perf_counter() - start}
 
 
-def table(seeds: list[int]) -> list[dict]:
+def table(fraction: float, seeds: list[int], train_overrides: list[str]) -> list[dict]:
+    synthetic = gan_dir(fraction) / "synthetic.safetensors"
+    gan_source = [f"aug.source={synthetic}"] if synthetic.is_file() else []  # else the default GAN (cache part)
     rows = []
-    for name, overrides in ROWS:
+    for aug in (["aug=basic"], ["aug=gan", *gan_source]):
+        overrides = [*aug, f"data.train_fraction={fraction}", *train_overrides]
+        name = f"cnn_{aug[0].removeprefix('aug=')}_frac{fraction}"
         seed_args = ["--seeds", *map(str, seeds)]
         script = str(PROJECT_ROOT / "scripts" / "bench_train.py")
         subprocess.run([sys.executable, script, "--name", name, *seed_args, *overrides], check=True, cwd=PROJECT_ROOT)
@@ -73,7 +80,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--parts", nargs="+", default=["gan", "cache", "table"], choices=["gan", "cache", "table"])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--fractions", type=float, nargs="+", default=[1.0, 0.1], help="data.train_fraction values")
     parser.add_argument("--gan-overrides", nargs="*", default=[], help="Hydra overrides passed to gan.py")
+    parser.add_argument("--train-overrides", nargs="*", default=[], help="Hydra overrides passed to train.py")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")  # which synthetic set, the GAN's progress
     OUT.mkdir(parents=True, exist_ok=True)
@@ -82,17 +91,18 @@ def main() -> None:
         "command": " ".join(["python scripts/bench_gan.py", *sys.argv[1:]]),
     }
     if "gan" in args.parts:
-        result["gan"] = bench_gan(args.gan_overrides)
+        result["gan"] = [bench_gan(f, args.gan_overrides) for f in args.fractions]
         print(json.dumps(result["gan"], indent=2))
     if "cache" in args.parts:
-        result["default_gan"] = [warm_cache(f) for f in (1.0, 0.1)]
+        result["default_gan"] = [warm_cache(f) for f in args.fractions]
         print(json.dumps(result["default_gan"], indent=2))
     if "table" in args.parts:
-        result["table"] = table(args.seeds)
+        result["table"] = [row for f in args.fractions for row in table(f, args.seeds, args.train_overrides)]
         print("\n| row | overrides | test accuracy (mean ± sd) | wall seconds per run |\n|---|---|---|---|")
         for row in result["table"]:
             print(f"| {row['name']} | `{row['overrides']}` | {row['test/acc']} | {row['wall_seconds']} |")
-    (OUT / "gan_summary.json").write_text(json.dumps(result, indent=2))
+    fractions = "_".join(map(str, args.fractions))
+    (OUT / f"gan_summary_frac{fractions}.json").write_text(json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":
