@@ -7,7 +7,10 @@ table gives the median step time and its ratio to `aug=none`. The per-sample pip
 torchvision's FashionMNIST dataset, PIL transforms (pad + random crop, flip) with ToImage/ToDtype/Normalize, and a
 DataLoader with 0 and 2 workers, doing the same augmentation as `aug=basic`.
 
-    python scripts/bench_aug.py [--steps 40] [--repeats 3]
+Then each augmentation call alone (no training step) over --calls batches, including aug=strong built on
+kornia.augmentation's RandomAffine / RandomErasing, the library reference for our own ops.
+
+    python scripts/bench_aug.py [--steps 40] [--repeats 3] [--calls 200]
 """
 
 from __future__ import annotations
@@ -70,6 +73,27 @@ def in_memory_step_time(option: str, images: torch.Tensor, labels: torch.Tensor,
     return statistics.median(times[2:])  # the first steps warm up oneDNN
 
 
+def kornia_strong(cfg):
+    """aug=strong with kornia.augmentation's RandomAffine / RandomErasing in place of ours: the library reference."""
+    import kornia.augmentation as K  # a dev dependency: only this comparison needs it
+
+    basic = instantiate(compose_train("aug=basic").aug)
+    affine, erasing = K.RandomAffine(**cfg.aug.affine), K.RandomErasing(**cfg.aug.erasing)
+    return lambda x, y: (erasing(affine(basic(x, y)[0])).clamp_(0, 1), y)
+
+
+def augment_only_time(augment, images: torch.Tensor, labels: torch.Tensor, calls: int, batch: int) -> float:
+    """The augmentation call alone (no training step), median over many batches: small costs without step noise."""
+    times = []
+    for _ in range(calls + 5):
+        index = torch.randint(0, len(labels), (batch,))
+        x, y = images[index].unsqueeze(1).float().div_(255), labels[index]
+        start = time.perf_counter()
+        augment(x, y)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times[5:])
+
+
 def per_sample_step_time(root: Path, workers: int, steps: int, batch: int) -> float:
     transform = v2.Compose(
         [
@@ -107,6 +131,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=40, help="timed steps per measurement")
     parser.add_argument("--repeats", type=int, default=3, help="round-robin rounds")
+    parser.add_argument("--calls", type=int, default=200, help="augmentation-only calls per option")
     args = parser.parse_args()
     cfg = compose_train()
     batch = cfg.data.batch_size
@@ -129,6 +154,13 @@ def main() -> None:
     for name, values in results.items():
         median = statistics.median(values)
         print(f"| {name} | {median * 1000:.1f} | {median / base:.3f}x |")
+    augments = {o: instantiate(compose_train(f"aug={o}").aug) for o in OPTIONS if o != "none"}
+    augments["strong, kornia affine + erasing"] = kornia_strong(compose_train("aug=strong"))
+    print(f"\nThe augmentation call alone, median of {args.calls} batches of {batch}, share of the aug=none step\n")
+    print("| aug | ms / batch | share of the step |\n|---|---|---|")
+    for name, augment in augments.items():
+        seconds = augment_only_time(augment, images, labels, args.calls, batch)
+        print(f"| {name} | {seconds * 1000:.2f} | {100 * seconds / base:.1f} % |")
 
 
 if __name__ == "__main__":

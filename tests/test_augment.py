@@ -9,7 +9,7 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from fmnist.augment import BatchAugment, random_flip, random_translate
+from fmnist.augment import BatchAugment, random_affine, random_erasing, random_flip, random_translate
 from fmnist.data import FashionMNISTDataModule
 from fmnist.train import train
 from fmnist.tta import shift, tta_logits, tta_views
@@ -85,6 +85,37 @@ def test_flip_mirrors_some_samples_not_all():
     assert (flipped | kept).all() and 80 < flipped.sum() < 176
 
 
+def test_affine_matches_kornia_on_a_fixed_zoom_and_varies_per_sample():
+    kornia_augmentation = pytest.importorskip("kornia.augmentation")  # the reference implementation
+    images, _ = batch(32)
+    reference = kornia_augmentation.RandomAffine(degrees=0, scale=(1.5, 1.5), p=1.0)(images)
+    ours = random_affine(images, degrees=0, scale=(1.5, 1.5), p=1.0)
+    assert torch.allclose(ours, reference, atol=1e-5), "same zoom about the centre, bilinear, zero fill"
+    square = torch.zeros(100, 1, 28, 28)
+    square[:, :, 6:22, 12:16] = 1  # an upright bar: rotation and shear tilt it
+    torch.manual_seed(0)
+    out = random_affine(square, degrees=30, shear=10, p=0.5)
+    changed = (out - square).abs().amax((1, 2, 3)) > 1e-3
+    assert 25 < changed.sum() < 75, "p=0.5: about half the images transformed"
+    assert len({round(float(o.sum()), 2) for o in out[changed]}) > 10, "each image draws its own parameters"
+
+
+def test_erasing_fills_one_box_per_chosen_image():
+    images = torch.ones(400, 1, 28, 28)
+    torch.manual_seed(0)
+    out = random_erasing(images, scale=(0.02, 0.2), ratio=(0.3, 3.3), value=0.0, p=0.5)
+    erased = (out == 0).squeeze(1)  # (B, H, W)
+    areas = erased.sum((1, 2))
+    chosen = areas > 0
+    assert 150 < chosen.sum() < 250
+    for mask in erased[chosen]:
+        rows, cols = mask.any(1).nonzero().squeeze(1), mask.any(0).nonzero().squeeze(1)
+        box = (rows.max() - rows.min() + 1) * (cols.max() - cols.min() + 1)
+        assert mask.sum() == box, "one filled rectangle"
+    share = areas[chosen].float() / (28 * 28)
+    assert share.min() >= 0.01 and share.max() <= 0.25, "area within the scale range (up to rounding)"
+
+
 def test_augmentation_runs_only_in_training(tiny_data):
     directory, checksums = tiny_data
     augment = BatchAugment(translate=2, flip=1.0)
@@ -107,6 +138,8 @@ def test_bad_aug_values_are_refused():
         BatchAugment(flip=2.0)
     with pytest.raises(Exception, match="mixup or cutmix"):
         BatchAugment(mix={"kind": "blend"})
+    with pytest.raises(Exception, match=r"aug\.affine: unknown keys \['rotate'\]"):
+        BatchAugment(affine={"rotate": 10})
 
 
 @pytest.mark.parametrize("option", AUG_OPTIONS)
