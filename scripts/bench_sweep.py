@@ -93,6 +93,16 @@ def final_runs(out: Path, name: str, overrides: list[str], seeds: list[int], epo
     return runs
 
 
+def existing_runs(run_dirs: list[Path]) -> list[dict]:
+    """Finished runs of the default config (e.g. from scripts/bench_train.py), instead of training them again."""
+    runs = []
+    for run_dir in run_dirs:
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+        kept = {k: metrics.get(k) for k in ("val/acc_best", "test/acc", "test/nll", "test/ece", "epochs")}
+        runs.append({"seed": metrics.get("seed"), "run_dir": str(run_dir), "wall_seconds": None, **kept})
+    return runs
+
+
 def mean_sd(values: list[float]) -> dict:
     sd = statistics.stdev(values) if len(values) > 1 else 0.0
     return {"mean": statistics.fmean(values), "sd": sd, "n": len(values), "values": values}
@@ -121,7 +131,8 @@ def report(summary: dict) -> str:
         f"- pruning: {p['epochs_trained']} epochs trained of {p['epochs_without_pruning']} without pruning "
         f"({100 * p['epochs_saved_share']:.0f} % saved)",
         "",
-        f"Full-length runs ({summary['full_epochs'] or 'config default'} epochs, seeds {summary['seeds']}):",
+        f"Full-length runs ({summary['full_epochs'] or 'config default'} epochs; seeds: best {summary['seeds']}, "
+        f"default {[r['seed'] for r in default['runs']]}):",
         "",
         "| config | val acc (best epoch) | test acc |",
         "|---|---|---|",
@@ -142,6 +153,10 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--overrides", nargs="*", default=[], help="extra overrides for every command (e.g. data)")
     parser.add_argument("--sweep-overrides", nargs="*", default=[], help="extra overrides for the sweep only")
+    parser.add_argument(
+        "--default-runs", type=Path, nargs="*", default=[],
+        help="finished full-length runs of the default config to compare with (else trained here with --seeds)",
+    )  # fmt: skip
     args = parser.parse_args()
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -151,7 +166,10 @@ def main() -> None:
     own = SET_HERE + tuple(key_of(o) + "=" for o in args.overrides)
     best_overrides = [o for o in results["best_overrides"] if not o.lstrip("+~").startswith(own)]
     best = final_runs(out, "best", [*best_overrides, *args.overrides], args.seeds, args.full_epochs)
-    default = final_runs(out, "default", args.overrides, args.seeds, args.full_epochs)
+    if args.default_runs:
+        default = existing_runs(args.default_runs)
+    else:
+        default = final_runs(out, "default", args.overrides, args.seeds, args.full_epochs)
     sweep_command = (
         f"python train.py -m hparams_search=cnn hydra.sweeper.n_trials={args.trials} "
         f"trainer.max_epochs={args.sweep_epochs}"
