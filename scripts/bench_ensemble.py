@@ -9,6 +9,7 @@ Steps (each is a plain project command, printed before it runs, so the experimen
   1. python train.py -m seed=0,1,2,3,4 task_name=bench hydra.sweep.dir=outputs/bench/ensemble/members
      'hydra.sweep.subdir=seed${seed}'     (seeds whose run already has a metrics.json are skipped)
   2. python scripts/ensemble.py 'runs=outputs/bench/ensemble/members/*' tta=none        -> <out>/tta-none
+     python scripts/ensemble.py 'runs=outputs/bench/ensemble/members/*' tta=flip        -> <out>/tta-flip
      python scripts/ensemble.py 'runs=outputs/bench/ensemble/members/*' tta=flip+shift  -> <out>/tta-flip+shift
      (and with --extra: the same over the members plus the extra runs -> .../mixed-tta-*)
   3. summary.md / summary.json in outputs/bench/ensemble/: every member and method, both TTA settings, raw and
@@ -27,7 +28,7 @@ from pathlib import Path
 
 from fmnist import PROJECT_ROOT
 
-TTAS = ("none", "flip+shift")
+TTAS = ("none", "flip", "flip+shift")
 
 
 def run(command: list[str]) -> float:
