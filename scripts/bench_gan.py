@@ -69,7 +69,7 @@ def table(fraction: float, seeds: list[int], train_overrides: list[str]) -> list
         name = f"cnn_{aug[0].removeprefix('aug=')}_frac{fraction}"
         seed_args = ["--seeds", *map(str, seeds)]
         script = str(PROJECT_ROOT / "scripts" / "bench_train.py")
-        subprocess.run([sys.executable, script, "--name", name, *seed_args, *overrides], check=True, cwd=PROJECT_ROOT)
+        subprocess.run([sys.executable, script, "--name", name, *overrides, *seed_args], check=True, cwd=PROJECT_ROOT)
         summary = json.loads((OUT / name / "summary.json").read_text())
         rows.append({"name": name, "overrides": " ".join(overrides), **{k: summary[k] for k in
                      ("test/acc", "val/acc_best", "wall_seconds")}})  # fmt: skip

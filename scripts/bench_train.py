@@ -4,7 +4,7 @@ Each seed is a separate process, timed from start to exit (what a user waits for
 validation, the final test and the figures). The runs land in outputs/bench/ and the table, with mean ± sd, is
 printed and saved as JSON next to them.
 
-    python scripts/bench_train.py [--seeds 0 1 2] [--name default] [overrides ...]
+    python scripts/bench_train.py [--name default] [overrides ...] [--seeds 0 1 2]     # --seeds last: it takes a list
 """
 
 from __future__ import annotations
