@@ -8,10 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
 from fmnist.augment import BatchAugment, random_affine, random_erasing, random_flip, random_translate
 from fmnist.data import FashionMNISTDataModule
-from fmnist.train import train
+from fmnist.train import resolve_tta, train
 from fmnist.tta import shift, tta_logits, tta_views
 
 from conftest import CONF_DIR, compose_cfg, tiny_overrides
@@ -150,6 +151,20 @@ def test_every_aug_option_trains_end_to_end(option, tiny_data, tmp_path):
     value = train(cfg)
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert 0 <= value <= 1 and 0 <= metrics["test/acc"] <= 1
+
+
+def test_tta_auto_mirrors_only_models_trained_on_mirrors(caplog):
+    def cfg(tta: str, aug: dict) -> OmegaConf:
+        return OmegaConf.create({"tta": tta, "aug": aug})
+
+    assert resolve_tta(cfg("auto", {"flip": 0.5, "translate": 2})) == "flip"
+    assert resolve_tta(cfg("auto", {})) == "none"  # aug=none
+    assert resolve_tta(cfg("auto", {"flip": 0.0})) == "none"
+    assert resolve_tta(cfg("flip+shift", {"flip": 0.5})) == "flip+shift" and not caplog.records
+    assert resolve_tta(cfg("flip", {})) == "flip", "an explicit choice is kept ..."
+    assert "trained without flips" in caplog.text, "... with a warning"
+    with pytest.raises(Exception, match="tta='mirror'"):
+        resolve_tta(cfg("mirror", {}))
 
 
 def test_tta_views_and_mean_logits():
