@@ -150,6 +150,7 @@ def runs(tiny_data, tmp_path_factory) -> Path:
     sweep = root / "train" / "multiruns" / "sweep"
     small = ["model.backbone.stages=[[8],[16]]", "model.backbone.hidden=32", "data.batch_size=100"]  # fast
     args = [*tiny_overrides(tiny_data, root), *small, "trainer.max_epochs=1", "seed=0,1,2", f"hydra.sweep.dir={sweep}"]
+    args.append("tta=none")  # scored like the ensemble (tta=none), so members repeat their runs' test figures
     result = run_cli("train.py", "-m", *args)
     assert result.returncode == 0, result.stderr[-3000:]
     checkpoint = torch.load(sweep / "0" / "checkpoints" / "best.ckpt", weights_only=True)

@@ -95,13 +95,14 @@ def test_resume_continues_epochs_optimizer_and_best_tracking(cli_run):
 
 
 def test_eval_reproduces_test_accuracy(cli_run, tiny_data, tmp_path):
+    trained = json.loads((cli_run / "metrics.json").read_text())
+    assert trained["tta"] == "flip", "the default (aug=flip, tta=auto) tests with mirrored views"
     result = run_cli(
         "eval.py", *tiny_data_overrides(tiny_data, tmp_path), f"ckpt_path={cli_run / 'checkpoints' / 'best.ckpt'}",
-        "splits=[val,test]",
+        "splits=[val,test]", f"tta={trained['tta']}",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     eval_dir = only_run_dir(tmp_path, "eval")
-    trained = json.loads((cli_run / "metrics.json").read_text())
     evaluated = json.loads((eval_dir / "metrics.json").read_text())
     assert evaluated["test/acc"] == pytest.approx(trained["test/acc"], abs=1e-6)
     assert evaluated["val/acc"] == pytest.approx(trained["val/acc_best"], abs=1e-6)
