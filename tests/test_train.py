@@ -38,8 +38,11 @@ def cli_run(tiny_data, tmp_path_factory) -> Path:
         "data.batch_size=5",
     ]  # 100 steps per epoch: time to interrupt
     env = {**os.environ, "WANDB_MODE": "offline"}
+    # Ctrl-C must reach the run: background jobs of a shell without job control (nohup, some CI runners) start
+    # with SIGINT ignored, which the child would inherit, so restore the default before exec.
     first = subprocess.Popen([sys.executable, str(PROJECT_ROOT / "train.py"), *overrides], env=env,
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
     deadline = time.monotonic() + 240
     while not list(root.glob("train/runs/*/checkpoints/last.ckpt")) and first.poll() is None:
         assert time.monotonic() < deadline, "no last.ckpt after the first epoch"
