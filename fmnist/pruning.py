@@ -48,7 +48,9 @@ class OptunaPruning(Callback):
                     f"logged: {', '.join(sorted(trainer.callback_metrics))}."
                 )
             self._trial.report(float(value), step=trainer.current_epoch)
-            if self._trial.should_prune():
+            # after the last epoch the compute is spent: the trial completes with its value instead of being pruned
+            last_epoch = 0 < trainer.max_epochs <= trainer.current_epoch + 1
+            if not last_epoch and self._trial.should_prune():
                 message = f"pruned after epoch {trainer.current_epoch}: {self.monitor}={float(value):.4f}"
         message = trainer.strategy.broadcast(message, src=0)  # every DDP process stops together
         if message:

@@ -142,6 +142,7 @@ def train(cfg: DictConfig) -> float | None:
                 "best_checkpoint": best,
                 "run_dir": str(run_dir),
                 "seed": cfg.get("seed"),
+                "precision": str(trainer.precision),  # what precision=auto resolved to on this machine
                 "tta": model.tta,
                 **{f"choice/{k}": v for k, v in choices.items() if k in ("model", "aug", "experiment") and v != "None"},
             }

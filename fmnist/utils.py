@@ -90,6 +90,7 @@ def resolve_precision(trainer_cfg: DictConfig) -> None:
             trainer_cfg.precision = "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
         else:
             trainer_cfg.precision = "bf16-mixed" if cpu_has_bf16() else "32-true"
+        log.info(f"precision=auto -> {trainer_cfg.precision} ({'GPU' if on_gpu else 'CPU'})")
     elif precision.startswith("bf16") and not on_gpu and not cpu_has_bf16():
         log.warning(f"precision={precision} on a CPU without bf16 hardware is emulated and slow; try 32-true.")
 

@@ -127,6 +127,13 @@ def test_rerun_adds_trials_to_the_study_and_the_pruner_stops_a_clearly_worse_one
     assert len(sweep_dirs) == 2 and run.parent == sweep_dirs[1]
     results = yaml.safe_load((sweep_dirs[1] / "optimization_results.yaml").read_text())
     assert results["trials"]["COMPLETE"] == 1 and results["trials"]["PRUNED"] == 1 and results["best_trial"] == 0
+    # the same bad trial on a 2-epoch budget: past the warm-up only at its last epoch, when pruning would save
+    # nothing, so it completes with its (chance) value instead of being recorded as pruned
+    last, output = sweep(*common, "trainer.max_epochs=2", "model.std=[0.0]", "hydra.sweeper.pruner.n_startup_trials=1")
+    assert last.returncode == 0, output[-4000:]
+    third = optuna.load_study(study_name="prune", storage=optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(storage))).trials[2]  # fmt: skip
+    assert third.state == TrialState.COMPLETE and third.value == pytest.approx(0.1)
 
 
 # --- failures -----------------------------------------------------------------------------------------------------

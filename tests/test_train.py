@@ -75,6 +75,7 @@ def test_cli_run_writes_every_output(cli_run):
     ):
         assert 0 <= metrics[key] <= (1 if key != "test/nll" else 10), key
     assert metrics["test/acc"] > 0.5, "the tiny data set is easy: a working pipeline learns it"
+    assert metrics["precision"] == "32-true", "the run records the precision it trained with"
     for png in ("confusion_matrix.png", "learning_curves.png"):
         with Image.open(cli_run / png) as image:
             assert image.size[0] > 500 and image.size[1] > 300
