@@ -176,7 +176,9 @@ def scores(log_probs: torch.Tensor, labels: torch.Tensor, probabilistic: bool = 
     """Accuracy, NLL (None when `probabilistic` is false), ECE (15 bins, L1) and per-class accuracy of (N, C)
     log-probabilities against (N,) labels, with torchmetrics."""
     c = log_probs.shape[-1]
-    probs = log_probs.float().exp()
+    # clamped: rounding can put a probability a hair above 1 (11 votes of 1/11 sum to 1.0000001 in float32), and
+    # torchmetrics then takes the whole batch for logits and softmaxes it (a unanimous vote scored 0.23 confidence)
+    probs = log_probs.float().exp().clamp_(0.0, 1.0)
     return {
         "acc": multiclass_accuracy(probs, labels, c, average="micro").item(),
         "nll": F.cross_entropy(log_probs.double(), labels).item() if probabilistic else None,

@@ -135,6 +135,15 @@ def test_scores_agree_with_hand_computation_and_torchmetrics():
     assert scores(probs.log(), labels, probabilistic=False)["nll"] is None
 
 
+def test_unanimous_hard_vote_of_eleven_members_is_fully_confident():
+    # 11 weights of 1/11 sum to a hair above 1 in float32: the scores must still read the shares as probabilities
+    labels = torch.arange(100) % 10
+    logits = torch.randn(11, 100, 10, generator=torch.Generator().manual_seed(0))
+    members = (logits + 12 * F.one_hot(labels, 10)).log_softmax(-1)  # confident and unanimous
+    result = scores(hard_vote(members), labels)
+    assert result["acc"] == 1.0 and result["ece"] == pytest.approx(0.0, abs=1e-5)
+
+
 def test_disagreement_matrix():
     predictions = torch.tensor([[0, 1, 2, 3], [0, 1, 2, 0], [1, 0, 2, 0]])
     matrix = disagreement(F.one_hot(predictions, 4).double())
