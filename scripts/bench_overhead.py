@@ -41,14 +41,15 @@ class StepTimer(Callback):
         self.end = time.perf_counter()
 
 
-def lightning_throughput(cfg, steps: int, warmup: int) -> float:
+def lightning_throughput(cfg, steps: int, warmup: int, refresh_rate: int = 1) -> float:
     datamodule = instantiate(cfg.data)
     model = instantiate(cfg.model)
     timer = StepTimer(warmup)
     trainer = pl.Trainer(
         accelerator="cpu", devices=1, precision=cfg.trainer.precision, max_steps=warmup + steps,
         limit_val_batches=0, num_sanity_val_steps=0, logger=False, enable_checkpointing=False,
-        enable_model_summary=False, callbacks=[timer, RichProgressBar()],
+        enable_model_summary=False, enable_progress_bar=refresh_rate > 0,
+        callbacks=[timer, *([RichProgressBar(refresh_rate=refresh_rate)] if refresh_rate > 0 else [])],
     )  # fmt: skip
     trainer.fit(model, datamodule=datamodule)
     return steps * cfg.data.batch_size / (timer.end - timer.start)
@@ -88,11 +89,20 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=150, help="timed steps per measurement")
     parser.add_argument("--warmup", type=int, default=10, help="untimed steps first")
     parser.add_argument("--repeats", type=int, default=3, help="measurements of each path, alternating")
+    parser.add_argument(
+        "--refresh-rate",
+        type=int,
+        default=None,
+        help="Rich progress bar refresh every N steps (0: no bar; default: conf/callbacks' value)",
+    )
     parser.add_argument("overrides", nargs="*", help="Hydra overrides of conf/train.yaml, e.g. data.batch_size=512")
     args = parser.parse_args()
     with initialize_config_dir(version_base="1.3", config_dir=str(PROJECT_ROOT / "conf")):
         cfg = compose("train", overrides=["trainer.accelerator=cpu", *args.overrides])
     resolve_precision(cfg.trainer)
+    refresh_rate = args.refresh_rate
+    if refresh_rate is None:
+        refresh_rate = cfg.callbacks.rich_progress_bar.get("refresh_rate", 1)
     torch.set_num_threads(torch.get_num_threads())
     datamodule = instantiate(cfg.data)
     datamodule.setup("fit")
@@ -104,7 +114,7 @@ def main() -> None:
         pl.seed_everything(repeat, verbose=False)
         results["plain"].append(plain_throughput(cfg, images, labels, args.steps, args.warmup))
         pl.seed_everything(repeat, verbose=False)
-        results["lightning"].append(lightning_throughput(cfg, args.steps, args.warmup))
+        results["lightning"].append(lightning_throughput(cfg, args.steps, args.warmup, refresh_rate))
         print(f"repeat {repeat}: plain {results['plain'][-1]:.0f} img/s, lightning {results['lightning'][-1]:.0f}")
     plain, light = statistics.median(results["plain"]), statistics.median(results["lightning"])
     print(
