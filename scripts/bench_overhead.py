@@ -6,12 +6,18 @@ size, precision, optimizer and one-cycle schedule. The Lightning path is the pro
 checkpointing are off so that both time the same work. Measurements alternate (plain, Lightning, plain, ...) so that
 drifts of the shared machine hit both.
 
+Every step is timed on its own (start of one batch to the start of the next, so the loader, hooks, logging and
+progress bar are inside it). The shared VMs this runs on swing by ±20 % between 15-second windows, which made
+whole-window throughputs scatter more than the overhead being measured; the median step period of each path is
+robust to such bursts, so the figure reported is batch size / median step period (the window means are printed too).
+
     python scripts/bench_overhead.py [--steps 150] [--warmup 10] [--repeats 3] [overrides ...]
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import statistics
 import time
 
@@ -28,20 +34,25 @@ from fmnist.utils import resolve_precision
 
 
 class StepTimer(Callback):
-    """Wall time from the start of batch `warmup` to the end of the last batch."""
+    """The start time of every batch from batch `warmup` on, and the end of the last one."""
 
     def __init__(self, warmup: int) -> None:
-        self.warmup, self.start, self.end = warmup, 0.0, 0.0
+        self.warmup, self.stamps = warmup, []
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        if trainer.global_step == self.warmup:
-            self.start = time.perf_counter()
+        if trainer.global_step >= self.warmup:
+            self.stamps.append(time.perf_counter())
 
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        self.end = time.perf_counter()
+    def on_train_end(self, trainer, pl_module) -> None:
+        self.stamps.append(time.perf_counter())
 
 
-def lightning_throughput(cfg, steps: int, warmup: int, refresh_rate: int = 1) -> float:
+def step_periods(stamps: list[float]) -> list[float]:
+    return [b - a for a, b in itertools.pairwise(stamps)]
+
+
+def lightning_throughput(cfg, steps: int, warmup: int, refresh_rate: int = 1) -> list[float]:
+    """Step periods (s) of the project's Lightning path."""
     datamodule = instantiate(cfg.data)
     model = instantiate(cfg.model)
     timer = StepTimer(warmup)
@@ -52,11 +63,11 @@ def lightning_throughput(cfg, steps: int, warmup: int, refresh_rate: int = 1) ->
         callbacks=[timer, *([RichProgressBar(refresh_rate=refresh_rate)] if refresh_rate > 0 else [])],
     )  # fmt: skip
     trainer.fit(model, datamodule=datamodule)
-    return steps * cfg.data.batch_size / (timer.end - timer.start)
+    return step_periods(timer.stamps)
 
 
-def plain_throughput(cfg, images: torch.Tensor, labels: torch.Tensor, steps: int, warmup: int) -> float:
-    """The same training as a hand-written loop: no Lightning, no DataLoader."""
+def plain_throughput(cfg, images: torch.Tensor, labels: torch.Tensor, steps: int, warmup: int) -> list[float]:
+    """Step periods (s) of the same training as a hand-written loop: no Lightning, no DataLoader."""
     model = instantiate(cfg.model.backbone)
     if cfg.model.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -68,9 +79,10 @@ def plain_throughput(cfg, images: torch.Tensor, labels: torch.Tensor, steps: int
     batch, bf16 = cfg.data.batch_size, str(cfg.trainer.precision).startswith("bf16")
     order = torch.randperm(len(labels))
     model.train()
+    stamps = []
     for step in range(warmup + steps):
-        if step == warmup:
-            start = time.perf_counter()
+        if step >= warmup:
+            stamps.append(time.perf_counter())
         index = order[step * batch : (step + 1) * batch]
         x = (images[index].unsqueeze(1).float().div_(255) - mean) / std
         if cfg.model.channels_last:
@@ -81,7 +93,8 @@ def plain_throughput(cfg, images: torch.Tensor, labels: torch.Tensor, steps: int
         loss.backward()
         optimizer.step()
         scheduler.step()
-    return steps * batch / (time.perf_counter() - start)
+    stamps.append(time.perf_counter())
+    return step_periods(stamps)
 
 
 def main() -> None:
@@ -109,17 +122,24 @@ def main() -> None:
     images, labels = datamodule.train_set.images, datamodule.train_set.labels
     if (args.warmup + args.steps) * cfg.data.batch_size > len(labels):
         raise SystemExit("--warmup + --steps must fit in one epoch of the training split")
-    results: dict[str, list[float]] = {"plain": [], "lightning": []}
+    batch = cfg.data.batch_size
+    periods: dict[str, list[float]] = {"plain": [], "lightning": []}
     for repeat in range(args.repeats):
         pl.seed_everything(repeat, verbose=False)
-        results["plain"].append(plain_throughput(cfg, images, labels, args.steps, args.warmup))
+        plain = plain_throughput(cfg, images, labels, args.steps, args.warmup)
         pl.seed_everything(repeat, verbose=False)
-        results["lightning"].append(lightning_throughput(cfg, args.steps, args.warmup, refresh_rate))
-        print(f"repeat {repeat}: plain {results['plain'][-1]:.0f} img/s, lightning {results['lightning'][-1]:.0f}")
-    plain, light = statistics.median(results["plain"]), statistics.median(results["lightning"])
+        light = lightning_throughput(cfg, args.steps, args.warmup, refresh_rate)
+        periods["plain"] += plain
+        periods["lightning"] += light
+        print(
+            f"repeat {repeat}: img/s by median step (window mean) — plain {batch / statistics.median(plain):.0f} "
+            f"({batch * len(plain) / sum(plain):.0f}), lightning {batch / statistics.median(light):.0f} "
+            f"({batch * len(light) / sum(light):.0f})"
+        )
+    plain, light = (batch / statistics.median(periods[k]) for k in ("plain", "lightning"))
     print(
-        f"\nbatch {cfg.data.batch_size}, precision {cfg.trainer.precision}, threads {torch.get_num_threads()}, "
-        f"{args.steps} timed steps x {args.repeats} repeats (medians)\n"
+        f"\nbatch {batch}, precision {cfg.trainer.precision}, threads {torch.get_num_threads()}, "
+        f"{args.steps} timed steps x {args.repeats} repeats, img/s = batch / median step period\n"
         f"plain loop: {plain:.0f} img/s   lightning path: {light:.0f} img/s   ratio: {light / plain:.3f}"
     )
 
