@@ -20,7 +20,7 @@ from fmnist.gan import train_gan
 from fmnist.gan_metrics import classification_accuracy_score, frechet_distance, real_data_classifier, sample_quality
 from fmnist.models.gan import Generator
 from fmnist.modules.classifier import Classifier
-from fmnist.modules.gan import GAN, GANDivergedError
+from fmnist.modules.gan import GAN, GANDivergedError, diff_augment
 from fmnist.synthetic import SyntheticDataModule, load_generator, load_synthetic, save_synthetic
 from fmnist.train import build
 from fmnist.utils import find_user_error
@@ -38,10 +38,11 @@ def gan_overrides(tiny_data, root: Path) -> list[str]:
             *SMALL_GAN, *METRICS]  # fmt: skip
 
 
-def small_gan() -> GAN:
+def small_gan(**kwargs) -> GAN:
     return GAN(
         generator={"_target_": "fmnist.models.gan.Generator", "latent_dim": 16, "width": 16},
         discriminator={"_target_": "fmnist.models.gan.Discriminator", "width": 8},
+        **kwargs,
     )
 
 
@@ -90,6 +91,39 @@ def test_quality_metrics_are_written(gan_run):
     assert metrics["quality/fd"] > 0 and "quality/fd_ankle_boot" in metrics
     assert metrics["quality/real_test_acc"] > 0.5, "the tiny data set is easy for the real-data CNN"
     assert json.loads((run / "metrics.json").read_text())["quality/cas"] == metrics["quality/cas"]
+
+
+def test_diffaugment_policies_differ_per_image_and_pass_gradients():
+    torch.manual_seed(0)
+    bright = torch.zeros(64, 1, 28, 28)
+    bright[:, :, 10:18, 10:18] = 1.0  # a white square on black
+    translated = diff_augment(bright, ("translation",))
+    assert translated.shape == bright.shape and torch.equal(translated.sum((1, 2, 3)), bright.sum((1, 2, 3)))
+    centres = {tuple(img[0].nonzero().float().mean(0).tolist()) for img in translated}
+    assert len(centres) > 10, "each image gets its own shift"
+    assert translated[:, 0, 10:18, 10:18].sum((1, 2)).lt(64).any(), "the squares moved"
+    cut = diff_augment(torch.ones(64, 1, 28, 28), ("cutout",))
+    assert torch.equal((cut == 0).sum((1, 2, 3)), torch.full((64,), 14 * 14)), "a half-side square per image"
+    colored = diff_augment(bright, ("color",))
+    assert colored.amax((1, 2, 3)).unique().numel() > 10, "brightness and contrast per image"
+    # differentiable: the generator learns through the augmentation
+    x = bright.clone().requires_grad_(True)
+    diff_augment(x, ("color", "translation", "cutout")).pow(2).sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+def test_diffaugment_gan_trains_and_bad_policy_is_refused(tmp_path):
+    loader = DataLoader([(torch.rand(1, 28, 28), i % 10) for i in range(40)], batch_size=10)
+    trainer = pl.Trainer(max_steps=4, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, default_root_dir=str(tmp_path))  # fmt: skip
+    gan = small_gan(diffaugment="translation,cutout,color")
+    before = [p.detach().clone() for p in gan.generator.parameters()]
+    trainer.fit(gan, train_dataloaders=loader)
+    assert all(torch.isfinite(v) for k, v in trainer.callback_metrics.items() if k.startswith("train/"))
+    assert any(not torch.equal(a, b) for a, b in zip(before, gan.generator.parameters(), strict=True))
+    assert gan.hparams.diffaugment == "translation,cutout,color"
+    with pytest.raises(UserError, match="unknown \\['flip'\\]; a comma-separated subset of color, translation"):
+        small_gan(diffaugment="translation,flip")
 
 
 class NaNInSecondEpoch(Dataset):
