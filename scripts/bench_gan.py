@@ -3,7 +3,7 @@
     python scripts/bench_gan.py [--parts gan cache table] [--fractions 1.0 0.1] [--seeds 0 1 2]
         [--gan-overrides key=value ...] [--train-overrides key=value ...]
     python scripts/bench_gan.py --fractions 0.1 --parts gan table --gan-overrides trainer.max_epochs=70
-    python scripts/bench_gan.py --fractions 0.1 --tag _da --gan-overrides model.diffaugment=translation,cutout
+    python scripts/bench_gan.py --fractions 0.1 --tag _da --gan-overrides 'model.diffaugment=[translation,cutout]'
 
 For each data fraction (data.train_fraction; the GAN only ever sees that training split):
 - gan:   `python gan.py data.train_fraction=<f>` (then CAS / Fréchet distance / agreement) into

@@ -116,13 +116,13 @@ def test_diffaugment_gan_trains_and_bad_policy_is_refused(tmp_path):
     loader = DataLoader([(torch.rand(1, 28, 28), i % 10) for i in range(40)], batch_size=10)
     trainer = pl.Trainer(max_steps=4, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                          enable_model_summary=False, default_root_dir=str(tmp_path))  # fmt: skip
-    gan = small_gan(diffaugment="translation,cutout,color")
+    gan = small_gan(diffaugment=["translation", "cutout", "color"])
     before = [p.detach().clone() for p in gan.generator.parameters()]
     trainer.fit(gan, train_dataloaders=loader)
     assert all(torch.isfinite(v) for k, v in trainer.callback_metrics.items() if k.startswith("train/"))
     assert any(not torch.equal(a, b) for a, b in zip(before, gan.generator.parameters(), strict=True))
-    assert gan.hparams.diffaugment == "translation,cutout,color"
-    with pytest.raises(UserError, match="unknown \\['flip'\\]; a comma-separated subset of color, translation"):
+    assert gan.hparams.diffaugment == ["translation", "cutout", "color"]  # a plain list: checkpoints load safely
+    with pytest.raises(UserError, match="unknown \\['flip'\\]; a list of some of color, translation, cutout"):
         small_gan(diffaugment="translation,flip")
 
 

@@ -9,7 +9,7 @@ there is one (smoother, usually better samples).
 `diffaugment` (Zhao et al. 2020, "Differentiable Augmentation for Data-Efficient GAN Training") augments every image
 the discriminator sees, real and generated alike and in both steps, with differentiable transforms, so the generator
 still learns through them: with few training images the discriminator otherwise memorises them and the generator's
-samples collapse onto its errors. Policies: `translation` (±1/8 of the side, zero fill), `cutout` (a random
+samples collapse onto its errors. A list of policies: `translation` (±1/8 of the side, zero fill), `cutout` (a random
 half-side square), `color` (brightness and contrast; grayscale has no saturation).
 
 After every epoch a 10x10 grid (one row per class, fixed noise) is written to <run>/samples/epoch_NNN.png and sent to
@@ -42,14 +42,16 @@ LOSSES = ("hinge", "nonsaturating")
 DIFFAUGMENT_POLICIES = ("color", "translation", "cutout")
 
 
-def check_diffaugment(policy: str | None) -> tuple[str, ...]:
-    """'translation,cutout' -> ('translation', 'cutout'); a clear error for an unknown name."""
-    names = tuple(n.strip() for n in (policy or "").split(",") if n.strip())
+def check_diffaugment(policy: Sequence[str] | str | None) -> tuple[str, ...]:
+    """[translation, cutout] (or 'translation,cutout') -> ('translation', 'cutout'); a clear error for unknown names."""
+    if isinstance(policy, str):
+        policy = policy.split(",")
+    names = tuple(str(n).strip() for n in (policy or ()) if str(n).strip())
     unknown = [n for n in names if n not in DIFFAUGMENT_POLICIES]
     if unknown:
         raise UserError(
-            f"model.diffaugment={policy!r}: unknown {unknown}; a comma-separated subset of "
-            f"{', '.join(DIFFAUGMENT_POLICIES)} (e.g. translation,cutout), or null for none."
+            f"model.diffaugment={list(names)}: unknown {unknown}; a list of some of "
+            f"{', '.join(DIFFAUGMENT_POLICIES)} (e.g. model.diffaugment=[translation,cutout]), or null for none."
         )
     return names
 
@@ -131,7 +133,7 @@ class GAN(pl.LightningModule):
         ema_decay: float | None = 0.999,
         grid_per_class: int = 10,
         grid_seed: int = 0,
-        diffaugment: str | None = None,
+        diffaugment: Sequence[str] | str | None = None,
     ) -> None:
         super().__init__()
         self.diffaugment = check_diffaugment(diffaugment)
@@ -150,7 +152,7 @@ class GAN(pl.LightningModule):
                 "ema_decay": ema_decay,
                 "grid_per_class": int(grid_per_class),
                 "grid_seed": int(grid_seed),
-                "diffaugment": diffaugment,
+                "diffaugment": list(self.diffaugment) or None,
             }
         )
         self.automatic_optimization = False
