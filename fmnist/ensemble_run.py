@@ -61,7 +61,7 @@ def checkpoint_of(path: Path, which: str) -> Path:
     raise UserError(f"runs: {path} does not exist. Pass run directories, checkpoint files or a glob.")
 
 
-def expand_runs(runs: str | list[str], which: str = "best") -> list[Path]:
+def expand_runs(runs: str | list[str], which: str = "best", at_least: int = 2) -> list[Path]:
     """Run directories, checkpoint files and globs (e.g. outputs/train/multiruns/<ts>/*) -> checkpoint paths.
     A glob's matches that are neither directories nor .ckpt files (a multirun's multirun.yaml) are skipped."""
     if which not in ("best", "last"):
@@ -77,8 +77,8 @@ def expand_runs(runs: str | list[str], which: str = "best") -> list[Path]:
                 raise UserError(f"runs: {entry} matches no run directory or checkpoint.")
         paths += [checkpoint_of(Path(m), which).resolve() for m in matches]
     paths = list(dict.fromkeys(paths))
-    if len(paths) < 2:
-        raise UserError(f"runs={entries} gives {len(paths)} checkpoint(s); an ensemble needs at least two.")
+    if len(paths) < at_least:
+        raise UserError(f"runs={entries} gives {len(paths)} checkpoint(s); at least {at_least} are needed.")
     return paths
 
 

@@ -4,7 +4,8 @@ and mixing it into training batches.
 Format of a synthetic set (written by `scripts/generate.py`, `python gan.py` and the default-GAN cache): a
 `.safetensors` file — tensors only, so loading it cannot run code — holding
   images  uint8 (N, 28, 28), 0 = black background, like the real idx files
-  labels  int64 (N,), class indices 0..9 (fmnist.data.CLASSES)
+  labels  int64 (N,), class indices 0..9 (fmnist.data.CLASSES), or float32 (N, 10) soft labels: probabilities
+          that sum to one (a teacher's, written by `scripts/relabel.py`)
 and string metadata: `format` ("fmnist-synthetic-v1"), `source` (the generator checkpoint), `seed`, `n_per_class`.
 Read it with `load_synthetic(path)` or `safetensors.torch.load_file(path)`.
 """
@@ -33,7 +34,8 @@ def save_synthetic(path: str | Path, images: torch.Tensor, labels: torch.Tensor,
     """Write a synthetic set atomically (a reader, or a crash, never sees half a file)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tensors = {"images": images.to(torch.uint8).contiguous(), "labels": labels.to(torch.int64).contiguous()}
+    labels = labels.to(torch.float32 if labels.is_floating_point() else torch.int64)  # soft labels stay soft
+    tensors = {"images": images.to(torch.uint8).contiguous(), "labels": labels.contiguous()}
     meta = {"format": FORMAT, **{k: v if isinstance(v, str) else json.dumps(v) for k, v in metadata.items()}}
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
     os.close(fd)
@@ -44,7 +46,8 @@ def save_synthetic(path: str | Path, images: torch.Tensor, labels: torch.Tensor,
 
 
 def load_synthetic(path: str | Path) -> tuple[torch.Tensor, torch.Tensor, dict[str, str]]:
-    """(uint8 images (N, 28, 28), int64 labels (N,), metadata) of a synthetic set; DataError when it is not one."""
+    """(uint8 images (N, 28, 28), labels, metadata) of a synthetic set; DataError when it is not one. Labels are int64
+    (N,) class indices, or float32 (N, 10) probabilities for a relabelled set (scripts/relabel.py)."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"Synthetic set {path} does not exist. Write one with: python scripts/generate.py <ckpt>")
@@ -60,8 +63,15 @@ def load_synthetic(path: str | Path) -> tuple[torch.Tensor, torch.Tensor, dict[s
     if images.dtype != torch.uint8 or images.ndim != 3 or images.shape[1:] != (28, 28) or len(labels) != len(images):
         raise DataError(f"{path}: expected uint8 images (N, 28, 28) and N labels, got {tuple(images.shape)} "
                         f"{images.dtype} and {len(labels)} labels.")  # fmt: skip
-    if len(labels) == 0 or labels.min() < 0 or labels.max() >= len(CLASSES):
-        raise DataError(f"{path}: empty, or labels outside 0..{len(CLASSES) - 1}.")
+    if len(labels) == 0:
+        raise DataError(f"{path}: the set is empty.")
+    if labels.is_floating_point():
+        rows_ok = labels.ndim == 2 and labels.shape[1] == len(CLASSES) and (labels >= 0).all()
+        if not rows_ok or not torch.allclose(labels.sum(1), torch.ones(len(labels)), atol=1e-3):
+            raise DataError(f"{path}: soft labels must be (N, {len(CLASSES)}) probabilities that sum to one.")
+        return images, labels, metadata
+    if labels.ndim != 1 or labels.min() < 0 or labels.max() >= len(CLASSES):
+        raise DataError(f"{path}: labels must be class indices 0..{len(CLASSES) - 1}.")
     return images, labels.long(), metadata
 
 
@@ -119,13 +129,15 @@ def generate_set(
 class SyntheticMix(nn.Module):
     """Replaces the first round(share * B) images of a (shuffled) training batch, and their labels, with random
     samples of a synthetic set held in memory as uint8. Runs before the other augmentations (BatchAugment), so they
-    apply to real and synthetic images alike."""
+    apply to real and synthetic images alike. With soft labels (a relabelled set) the batch's targets become
+    (B, C) probabilities: one-hot for the real images, the teacher's for the synthetic ones."""
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, share: float) -> None:
         super().__init__()
         if not 0 < share <= 1:
             raise UserError(f"aug.share={share} must be in (0, 1]: the share of each training batch that is synthetic.")
-        self.images, self.labels, self.share = images, labels.long(), float(share)
+        self.soft = labels.is_floating_point()
+        self.images, self.labels, self.share = images, labels.float() if self.soft else labels.long(), float(share)
 
     @torch.no_grad()
     def forward(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -135,11 +147,14 @@ class SyntheticMix(nn.Module):
         pick = torch.randint(len(self.labels), (k,))  # global generator: seeded runs are reproducible
         synthetic = to_unit_float(self.images[pick].to(images.device)).to(images.dtype)
         images = torch.cat([synthetic, images[k:]])
-        labels = torch.cat([self.labels[pick].to(labels.device, labels.dtype), labels[k:]])
-        return images, labels
+        picked = self.labels[pick].to(labels.device)
+        if self.soft:
+            real = nn.functional.one_hot(labels[k:], picked.shape[1]) if labels.ndim == 1 else labels[k:]
+            return images, torch.cat([picked, real.to(picked.dtype)])
+        return images, torch.cat([picked.to(labels.dtype), labels[k:]])
 
     def extra_repr(self) -> str:
-        return f"share={self.share}, set={len(self.labels)} images"
+        return f"share={self.share}, set={len(self.labels)} images{', soft labels' if self.soft else ''}"
 
 
 class SyntheticDataModule(FashionMNISTDataModule):

@@ -1,0 +1,121 @@
+"""Teacher-labelled synthetic sets (scripts/relabel.py): the soft-label format, soft targets in training batches,
+and relabelling with a tiny trained run (soft, filter, the real-image control, refused input)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from test_gan import RecordBatches
+
+from fmnist.data.datamodule import FashionMNISTDataModule, to_unit_float
+from fmnist.errors import DataError, UserError
+from fmnist.modules.classifier import Classifier
+from fmnist.synthetic import SyntheticMix, load_synthetic, save_synthetic
+from fmnist.train import build
+from scripts.relabel import relabel
+
+from conftest import compose_cfg, run_cli, tiny_data_overrides, tiny_overrides
+
+
+def soft_rows(n: int) -> torch.Tensor:
+    rows = torch.zeros(n, 10)
+    rows[:, 3], rows[:, 6] = 0.7, 0.3  # a T-shirt-or-shirt label
+    return rows
+
+
+def test_soft_labels_round_trip_and_bad_ones_are_refused(tmp_path):
+    images = torch.randint(0, 256, (4, 28, 28), dtype=torch.uint8)
+    path = save_synthetic(tmp_path / "soft.safetensors", images, soft_rows(4))
+    loaded_images, labels, _ = load_synthetic(path)
+    assert labels.dtype == torch.float32 and torch.equal(labels, soft_rows(4)) and torch.equal(loaded_images, images)
+    save_synthetic(tmp_path / "bad.safetensors", images, soft_rows(4) * 2)
+    with pytest.raises(DataError, match="sum to one"):
+        load_synthetic(tmp_path / "bad.safetensors")
+
+
+def test_soft_synthetic_labels_make_soft_targets_for_the_whole_batch():
+    mix = SyntheticMix(torch.full((10, 28, 28), 255, dtype=torch.uint8), soft_rows(10), share=0.5)
+    torch.manual_seed(0)
+    images, targets = mix(torch.zeros(8, 1, 28, 28), torch.tensor([0, 1, 2, 3, 4, 5, 6, 7]))
+    assert targets.shape == (8, 10) and torch.allclose(targets.sum(1), torch.ones(8))
+    assert torch.equal(targets[:4], soft_rows(4)) and (images[:4] == 1).all()
+    assert torch.equal(targets[4:], torch.eye(10)[4:8]) and (images[4:] == 0).all()
+
+
+def test_training_with_a_soft_labelled_set(tiny_data, tmp_path):
+    source = save_synthetic(tmp_path / "white.safetensors", torch.full((40, 28, 28), 255, dtype=torch.uint8),
+                            soft_rows(40))  # fmt: skip
+    overrides = [*tiny_data_overrides(tiny_data, tmp_path), "aug=gan", f"aug.source={source}", "aug.share=0.4",
+                 "trainer.max_epochs=1", "callbacks=none", "logger=csv"]  # fmt: skip
+    datamodule, model, trainer, _ = build(compose_cfg("train", overrides, tmp_path / "run"))
+    recorder = RecordBatches()
+    trainer.callbacks.append(recorder)
+    trainer.fit(model, datamodule=datamodule)
+    for images, targets in recorder.seen["train"]:
+        synthetic = images.mean((1, 2, 3)) > 0.8
+        assert synthetic.sum() == 20 and targets.shape == (50, 10)
+        assert torch.equal(targets[synthetic], soft_rows(20))
+        assert (targets[~synthetic].max(1).values == 1).all()  # the real images keep one-hot targets
+    assert torch.isfinite(trainer.callback_metrics["train/loss"]).all()
+
+
+@pytest.fixture(scope="module")
+def teacher(tiny_data, tmp_path_factory) -> Path:
+    """One tiny one-epoch run on half of the training split (data.train_fraction=0.5)."""
+    root = tmp_path_factory.mktemp("teacher")
+    small = ["model.backbone.stages=[[8],[16]]", "model.backbone.hidden=32", "trainer.max_epochs=1"]
+    result = run_cli("train.py", *tiny_overrides(tiny_data, root), *small, "data.train_fraction=0.5")
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run,) = (root / "train" / "runs").iterdir()
+    return run
+
+
+def teacher_probs(run: Path, images: torch.Tensor) -> torch.Tensor:
+    """The teacher's flip-TTA probabilities, computed here without the script's code."""
+    model = Classifier.load_from_checkpoint(run / "checkpoints" / "best.ckpt", weights_only=True).eval()
+    with torch.no_grad():
+        x = to_unit_float(images)
+        return ((model(x) + model(x.flip(-1))) / 2).softmax(-1)
+
+
+def test_relabel_soft_and_filter(teacher, tmp_path):
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (30, 28, 28), dtype=torch.uint8, generator=generator)
+    labels = torch.arange(30) % 10
+    source = save_synthetic(tmp_path / "set.safetensors", images, labels)
+    expected = teacher_probs(teacher, images)
+
+    soft = relabel([str(source), f"runs={teacher}", f"out={tmp_path / 'soft.safetensors'}"])
+    soft_images, soft_labels, meta = load_synthetic(soft)
+    assert torch.equal(soft_images, images) and torch.allclose(soft_labels, expected, atol=1e-5)
+    assert meta["mode"] == "soft" and str(teacher) in meta["teachers"]
+
+    kept = expected.argmax(1) == labels
+    assert 0 < kept.sum() < 30, "a constructed case where the teacher agrees on some images only"
+    filtered = relabel([str(source), f"runs={teacher}", "mode=filter", f"out={tmp_path / 'filter.safetensors'}"])
+    f_images, f_labels, _ = load_synthetic(filtered)
+    assert torch.equal(f_images, images[kept]) and torch.equal(f_labels, labels[kept])
+
+
+def test_relabel_real_writes_the_teachers_training_split(teacher, tiny_data, tmp_path):
+    out = relabel(["real", f"runs={teacher}", "tta=none", f"out={tmp_path / 'real.safetensors'}"])
+    images, labels, _ = load_synthetic(out)
+    hparams = torch.load(teacher / "checkpoints" / "best.ckpt", weights_only=True)["datamodule_hyper_parameters"]
+    datamodule = FashionMNISTDataModule(**hparams)
+    datamodule.setup("fit")
+    assert hparams["train_fraction"] == 0.5 and torch.equal(images, datamodule.train_set.images)
+    assert not set(datamodule.val_idx.tolist()) & set(datamodule.train_idx.tolist())
+    assert labels.shape == (len(images), 10) and torch.allclose(labels.sum(1), torch.ones(len(images)))
+
+
+def test_relabel_refuses_bad_input(teacher, tmp_path):
+    soft = save_synthetic(tmp_path / "soft.safetensors", torch.zeros(2, 28, 28, dtype=torch.uint8), soft_rows(2))
+    with pytest.raises(UserError, match="mode=filter needs hard labels"):
+        relabel([str(soft), f"runs={teacher}", "mode=filter"])
+    with pytest.raises(UserError, match="mode='vote'"):
+        relabel([str(soft), f"runs={teacher}", "mode=vote"])
+    result = run_cli("scripts/relabel.py", str(tmp_path / "missing.safetensors"), f"runs={teacher}")
+    assert result.returncode == 2 and "does not exist" in result.stderr
+    assert not list(tmp_path.glob("missing*"))
