@@ -137,7 +137,7 @@ class Classifier(pl.LightningModule):
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         images, targets = batch
         logits = self(images)
-        # soft targets (mixup/cutmix) are (B, C) probabilities; cross_entropy takes both kinds
+        # soft targets (mixup/cutmix, teacher labels) are (B, C) probabilities; cross_entropy takes both
         loss = F.cross_entropy(logits, targets, label_smoothing=self.hparams.label_smoothing)
         hard = targets.argmax(1) if targets.ndim == 2 else targets
         self.train_loss(loss.detach())
