@@ -60,6 +60,10 @@ def relabel(argv: list[str]) -> Path:
     tta = check_tta(str(cfg.tta))
     runs = OmegaConf.to_container(cfg.runs) if OmegaConf.is_config(cfg.runs) else str(cfg.runs)
     paths = expand_runs(runs, str(cfg.checkpoint), at_least=1)
+    stem = "real_train" if source == "real" else Path(source).stem
+    out = Path(cfg.out) if cfg.out else Path(paths[0]).parent.parent / f"{stem}_{cfg.mode}.safetensors"
+    if out.suffix != ".safetensors":
+        raise UserError(f"out={out}: the file name must end with .safetensors.")
     members = load_members(paths, data_checksums=None)  # weights_only; refuses members of different val splits
     splits = [dict(read_classifier_checkpoint(p)["datamodule_hyper_parameters"]) for p in paths]
     if len({s.get("train_fraction") for s in splits}) > 1:
@@ -77,10 +81,6 @@ def relabel(argv: list[str]) -> Path:
         images, new_labels = images[agree], labels[agree]
     else:
         new_labels = probs
-    stem = "real_train" if source == "real" else Path(source).stem
-    out = Path(cfg.out) if cfg.out else Path(paths[0]).parent.parent / f"{stem}_{cfg.mode}.safetensors"
-    if out.suffix != ".safetensors":
-        raise UserError(f"out={out}: the file name must end with .safetensors.")
     teachers = [str(p) for p in paths]
     save_synthetic(out, images, new_labels, source=str(source), teachers=teachers, mode=str(cfg.mode), tta=tta,
                    seed=meta.get("seed", "-"), n_per_class=meta.get("n_per_class", "-"))  # fmt: skip

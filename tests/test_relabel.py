@@ -116,6 +116,8 @@ def test_relabel_refuses_bad_input(teacher, tmp_path):
         relabel([str(soft), f"runs={teacher}", "mode=filter"])
     with pytest.raises(UserError, match="mode='vote'"):
         relabel([str(soft), f"runs={teacher}", "mode=vote"])
+    with pytest.raises(UserError, match=r"must end with \.safetensors"):
+        relabel([str(soft), f"runs={teacher}", f"out={tmp_path / 'labels.txt'}"])
     result = run_cli("scripts/relabel.py", str(tmp_path / "missing.safetensors"), f"runs={teacher}")
     assert result.returncode == 2 and "does not exist" in result.stderr
     assert not list(tmp_path.glob("missing*"))
