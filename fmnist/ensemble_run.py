@@ -43,6 +43,7 @@ class Member:
     ckpt_path: Path
     run_dir: Path | None
     split: dict  # the data settings the member was trained with (SPLIT_KEYS and checksums)
+    data: dict  # all its datamodule settings (train_fraction, data_dir, ...), to rebuild its training split
     model: Classifier
 
 
@@ -105,7 +106,7 @@ def load_members(paths: list[Path], data_checksums: dict | None) -> list[Member]
         split = {k: trained_with[k] for k in (*SPLIT_KEYS, "checksums")}
         model = Classifier.load_from_checkpoint(path, map_location="cpu", weights_only=True).eval()
         run_dir = run_dir_of(path)
-        members.append(Member(member_name(i, path, run_dir), path, run_dir, split, model))
+        members.append(Member(member_name(i, path, run_dir), path, run_dir, split, dict(trained_with), model))
     first = members[0]
     for member in members[1:]:
         if member.split != first.split:

@@ -23,7 +23,6 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
-from fmnist.checkpoints import read_classifier_checkpoint
 from fmnist.data.datamodule import FashionMNISTDataModule
 from fmnist.ensemble_run import expand_runs, load_members, predict
 from fmnist.errors import UserError
@@ -34,15 +33,15 @@ log = logging.getLogger("fmnist")
 DEFAULTS = {"runs": None, "mode": "soft", "tta": "flip", "out": None, "checkpoint": "best", "batch_size": 1024}
 
 
-def teacher_images(source: str, split: dict) -> tuple[torch.Tensor, torch.Tensor | None, dict]:
+def teacher_images(source: str, data: dict) -> tuple[torch.Tensor, torch.Tensor | None, dict]:
     """(uint8 images, their hard labels or None, metadata) of a synthetic set, or of the teachers' training split."""
     if source != "real":
         images, labels, meta = load_synthetic(source)
         return images, None if labels.is_floating_point() else labels, meta
-    datamodule = FashionMNISTDataModule(**split, augment=None)
+    datamodule = FashionMNISTDataModule(**data, augment=None)
     datamodule.setup("fit")
     train = datamodule.train_set
-    return train.images, train.labels, {"n_per_class": "-", "seed": str(split.get("split_seed"))}
+    return train.images, train.labels, {"n_per_class": "-", "seed": str(data.get("split_seed"))}
 
 
 def relabel(argv: list[str]) -> Path:
@@ -65,11 +64,9 @@ def relabel(argv: list[str]) -> Path:
     if out.suffix != ".safetensors":
         raise UserError(f"out={out}: the file name must end with .safetensors.")
     members = load_members(paths, data_checksums=None)  # weights_only; refuses members of different val splits
-    splits = [dict(read_classifier_checkpoint(p)["datamodule_hyper_parameters"]) for p in paths]
-    if len({s.get("train_fraction") for s in splits}) > 1:
+    if len({m.data.get("train_fraction") for m in members}) > 1:
         raise UserError("The teachers were trained on different data.train_fraction; use teachers of one split.")
-    split = splits[0]
-    images, labels, meta = teacher_images(source, split)
+    images, labels, meta = teacher_images(source, members[0].data)
     if cfg.mode == "filter" and labels is None:
         raise UserError(f"mode=filter needs hard labels to compare with; {source} is soft-labelled already.")
     logits = predict(members, images, "relabel", tta, int(cfg.batch_size), torch.device("cpu"))

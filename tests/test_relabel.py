@@ -118,6 +118,11 @@ def test_relabel_refuses_bad_input(teacher, tmp_path):
         relabel([str(soft), f"runs={teacher}", "mode=vote"])
     with pytest.raises(UserError, match=r"must end with \.safetensors"):
         relabel([str(soft), f"runs={teacher}", f"out={tmp_path / 'labels.txt'}"])
+    checkpoint = torch.load(teacher / "checkpoints" / "best.ckpt", weights_only=True)
+    checkpoint["datamodule_hyper_parameters"]["train_fraction"] = 1.0  # same validation split, other training split
+    torch.save(checkpoint, tmp_path / "full.ckpt")
+    with pytest.raises(UserError, match=r"different data\.train_fraction"):
+        relabel([str(soft), f"runs=[{teacher},{tmp_path / 'full.ckpt'}]"])
     result = run_cli("scripts/relabel.py", str(tmp_path / "missing.safetensors"), f"runs={teacher}")
     assert result.returncode == 2 and "does not exist" in result.stderr
     assert not list(tmp_path.glob("missing*"))
