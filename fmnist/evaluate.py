@@ -14,13 +14,13 @@ from lightning.pytorch.callbacks import RichProgressBar
 from omegaconf import DictConfig, OmegaConf
 
 from fmnist import PROJECT_ROOT
-from fmnist.checkpoints import read_classifier_checkpoint, run_dir_of
-from fmnist.errors import UserError
-from fmnist.loggers import finish_wandb, log_images
-from fmnist.modules.classifier import Classifier
-from fmnist.plots import plot_confusion_matrix, plot_learning_curves
-from fmnist.tta import check_tta
-from fmnist.utils import (
+from fmnist.data.tta import check_tta
+from fmnist.models.classifier import Classifier
+from fmnist.utils.errors import UserError
+from fmnist.utils.io import read_classifier_checkpoint, run_dir_of
+from fmnist.utils.loggers import finish_wandb, log_images
+from fmnist.utils.plots import plot_confusion_matrix, plot_learning_curves
+from fmnist.utils.runtime import (
     instantiate_group,
     report_user_errors,
     resolve_precision,

@@ -15,12 +15,12 @@ from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf
 
 from fmnist import PROJECT_ROOT
-from fmnist.checkpoints import read_checkpoint
-from fmnist.errors import UserError
-from fmnist.loggers import CSVLogger, finish_wandb, log_images
-from fmnist.plots import plot_confusion_matrix, plot_learning_curves
-from fmnist.tta import check_tta
-from fmnist.utils import (
+from fmnist.data.tta import check_tta
+from fmnist.utils.errors import UserError
+from fmnist.utils.io import read_checkpoint
+from fmnist.utils.loggers import CSVLogger, finish_wandb, log_images
+from fmnist.utils.plots import plot_confusion_matrix, plot_learning_curves
+from fmnist.utils.runtime import (
     instantiate_group,
     report_user_errors,
     resolve_precision,

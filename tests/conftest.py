@@ -17,7 +17,7 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
-import fmnist.utils  # noqa: F401  (registers the config resolvers)
+import fmnist.utils.runtime  # noqa: F401  (registers the config resolvers)
 from fmnist import PROJECT_ROOT
 from fmnist.data.sources import FILES, SYSTEM_DIR
 

@@ -8,7 +8,7 @@ import lightning.pytorch as pl
 import pytest
 from hydra.utils import instantiate
 
-from fmnist.utils import instantiate_group
+from fmnist.utils.runtime import instantiate_group
 
 from conftest import CONF_DIR, compose_cfg, run_cli, tiny_data_overrides, tiny_overrides
 

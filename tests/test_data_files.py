@@ -14,7 +14,7 @@ import torch
 
 from fmnist.data.idx import IMAGE_MAGIC, load_idx_gz, parse_idx
 from fmnist.data.sources import FILES, OFFICIAL_MD5, load_arrays, locate
-from fmnist.errors import DataError
+from fmnist.utils.errors import DataError
 
 from conftest import idx_bytes, write_tiny_fmnist
 

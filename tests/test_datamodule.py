@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from fmnist.data import FashionMNISTDataModule, stratified_split
-from fmnist.errors import UserError
+from fmnist.utils.errors import UserError
 
 
 def make_dm(tiny_data, **kwargs) -> FashionMNISTDataModule:

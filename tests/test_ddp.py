@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from fmnist.data import FashionMNISTDataModule
-from fmnist.modules.classifier import Classifier
+from fmnist.models.classifier import Classifier
 
 from conftest import only_run_dir, run_cli, tiny_overrides
 

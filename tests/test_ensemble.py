@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 from torchmetrics.classification import MulticlassCalibrationError
 
-import fmnist.ensemble_run as ensemble_run
-from fmnist.ensemble import (
+import fmnist.ensemble.run as ensemble_run
+from fmnist.ensemble.combine import (
     accuracy_weights,
     apply_temperature,
     disagreement,
@@ -25,9 +25,9 @@ from fmnist.ensemble import (
     scores,
     soft_vote,
 )
-from fmnist.errors import UserError
-from fmnist.leaderboard import collect_runs
-from fmnist.modules.classifier import Classifier
+from fmnist.models.classifier import Classifier
+from fmnist.runs import collect_runs
+from fmnist.utils.errors import UserError
 
 from conftest import compose_cfg, run_cli, tiny_data_overrides, tiny_overrides
 

@@ -14,17 +14,17 @@ from omegaconf import OmegaConf
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from fmnist.checkpoints import read_classifier_checkpoint
-from fmnist.errors import CheckpointError, UserError
-from fmnist.gan import train_gan
-from fmnist.gan_metrics import classification_accuracy_score, frechet_distance, real_data_classifier, sample_quality
-from fmnist.models.gan import Generator
-from fmnist.modules.classifier import Classifier
-from fmnist.modules.gan import GAN, GANDivergedError, diff_augment
-from fmnist.synthetic import SyntheticDataModule, load_generator, load_synthetic, save_synthetic
+from fmnist.data.synthetic import SyntheticDataModule, load_generator, load_synthetic, save_synthetic
+from fmnist.gan.generate import generate
+from fmnist.gan.metrics import classification_accuracy_score, frechet_distance, real_data_classifier, sample_quality
+from fmnist.gan.train import train_gan
+from fmnist.models.classifier import Classifier
+from fmnist.models.components.gan_nets import Generator
+from fmnist.models.gan import GAN, GANDivergedError, diff_augment
 from fmnist.train import build
-from fmnist.utils import find_user_error
-from scripts.generate import generate
+from fmnist.utils.errors import CheckpointError, UserError
+from fmnist.utils.io import read_classifier_checkpoint
+from fmnist.utils.runtime import find_user_error
 
 from conftest import compose_cfg, run_cli, tiny_data_overrides
 
@@ -40,8 +40,8 @@ def gan_overrides(tiny_data, root: Path) -> list[str]:
 
 def small_gan(**kwargs) -> GAN:
     return GAN(
-        generator={"_target_": "fmnist.models.gan.Generator", "latent_dim": 16, "width": 16},
-        discriminator={"_target_": "fmnist.models.gan.Discriminator", "width": 8},
+        generator={"_target_": "fmnist.models.components.gan_nets.Generator", "latent_dim": 16, "width": 16},
+        discriminator={"_target_": "fmnist.models.components.gan_nets.Discriminator", "width": 8},
         **kwargs,
     )
 
@@ -81,7 +81,7 @@ def test_generator_output_shape_and_range():
     gan = small_gan()
     assert torch.equal(gan.sample(torch.arange(10), seed=3), gan.sample(torch.arange(10), seed=3))
     with pytest.raises(UserError, match="hinge, nonsaturating"):
-        GAN(generator={"_target_": "fmnist.models.gan.Generator"}, discriminator={}, loss="wasserstein")
+        GAN(generator={"_target_": "fmnist.models.components.gan_nets.Generator"}, discriminator={}, loss="wasserstein")
 
 
 def test_quality_metrics_are_written(gan_run):
@@ -168,7 +168,9 @@ def test_generate_writes_a_set_the_datamodule_loads(gan_run, tiny_data, tmp_path
 
 
 def classifier_checkpoint(path: Path) -> Path:
-    model = Classifier(backbone={"_target_": "fmnist.models.cnn.SimpleCNN"}, optimizer={"_target_": "torch.optim.SGD"})
+    model = Classifier(
+        backbone={"_target_": "fmnist.models.components.cnn.SimpleCNN"}, optimizer={"_target_": "torch.optim.SGD"}
+    )
     torch.save({"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams)}, path)
     return path
 

@@ -10,11 +10,11 @@ import torch
 from test_gan import RecordBatches
 
 from fmnist.data.datamodule import FashionMNISTDataModule, to_unit_float
-from fmnist.errors import DataError, UserError
-from fmnist.modules.classifier import Classifier
-from fmnist.synthetic import SyntheticMix, load_synthetic, save_synthetic
+from fmnist.data.synthetic import SyntheticMix, load_synthetic, save_synthetic
+from fmnist.gan.relabel import relabel
+from fmnist.models.classifier import Classifier
 from fmnist.train import build
-from scripts.relabel import relabel
+from fmnist.utils.errors import DataError, UserError
 
 from conftest import compose_cfg, run_cli, tiny_data_overrides, tiny_overrides
 

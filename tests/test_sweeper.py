@@ -21,7 +21,7 @@ from omegaconf import OmegaConf
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
-from fmnist.errors import UserError
+from fmnist.utils.errors import UserError
 from hydra_plugins.fmnist_optuna_sweeper._impl import OptunaSweeperImpl, check_objective
 from hydra_plugins.fmnist_optuna_sweeper._search_space import parse_search_space
 from hydra_plugins.fmnist_optuna_sweeper._study import redact

@@ -19,10 +19,10 @@ import torch
 from hydra.utils import instantiate
 
 from fmnist import PROJECT_ROOT
-from fmnist.errors import UserError
-from fmnist.models.timm_backbone import timm_backbone
-from fmnist.modules.classifier import Classifier
+from fmnist.models.classifier import Classifier
+from fmnist.models.components.timm_backbone import timm_backbone
 from fmnist.train import train
+from fmnist.utils.errors import UserError
 
 from conftest import compose_cfg, run_cli, tiny_data_overrides, tiny_overrides
 
@@ -123,8 +123,8 @@ def test_pretrained_with_network_unreachable_fails_within_seconds(tmp_path):
     """The real network path: nothing listens on the endpoint (huggingface_hub alone retries for ~50 s)."""
     code = textwrap.dedent("""
         import time
-        from fmnist.errors import UserError
-        from fmnist.models.timm_backbone import timm_backbone
+        from fmnist.utils.errors import UserError
+        from fmnist.models.components.timm_backbone import timm_backbone
         start = time.monotonic()
         try:
             timm_backbone("convnext_atto", image_size=32, pretrained=True)

@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 
 from fmnist import PROJECT_ROOT
-from fmnist.modules.classifier import Classifier
+from fmnist.models.classifier import Classifier
 from fmnist.train import train
 
 from conftest import compose_cfg, only_run_dir, run_cli, tiny_data_overrides, tiny_overrides

@@ -18,7 +18,7 @@ from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset
 
 from fmnist.data.sources import MIRRORS, SYSTEM_DIR, load_arrays, locate
-from fmnist.errors import UserError
+from fmnist.utils.errors import UserError
 
 log = logging.getLogger(__name__)
 

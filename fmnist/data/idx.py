@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fmnist.errors import DataError
+from fmnist.utils.errors import DataError
 
 IMAGE_MAGIC = 2051
 LABEL_MAGIC = 2049

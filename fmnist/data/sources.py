@@ -15,7 +15,7 @@ import torch
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
 from fmnist.data.idx import IMAGE_MAGIC, LABEL_MAGIC, load_idx_gz, md5
-from fmnist.errors import DataError
+from fmnist.utils.errors import DataError
 
 log = logging.getLogger(__name__)
 

@@ -1,1 +1,1 @@
-"""Plain nn.Modules (backbones). The LightningModules that train them live in fmnist.modules."""
+"""LightningModules (classifier, fine-tuning, GAN); their plain nets are in `components/`."""

@@ -1,101 +1,259 @@
-"""A class-conditional DCGAN for 28x28 grayscale images: plain nn.Modules, trained by fmnist.modules.gan.GAN.
+"""The class-conditional GAN LightningModule: manual optimisation of a generator and a discriminator.
 
-The generator maps (noise, class) to images in [-1, 1] (tanh): noise and a class embedding go through a linear layer
-to 7x7 feature maps, then two stride-2 transposed convolutions upsample 7 -> 14 -> 28 (the classic MNIST DCGAN shape;
-the convolutions are the cost on a CPU, so they stay narrow). The discriminator is a projection discriminator (Miyato
-& Koyama 2018): a convolutional feature vector h scores an image as `linear(h) + <embed(class), h>`, which conditions
-it on the class more reliably than concatenating a label map.
-Spectral normalisation of its layers (a config value) bounds its Lipschitz constant and keeps GAN training stable.
+Each training batch (real images in [0, 1] and their classes) makes one discriminator step and one generator step;
+the fakes are conditioned on the batch's own classes, so both see the class balance of the data. The loss (`hinge`
+or `nonsaturating`), the learning rates and an exponential moving average (EMA) of the generator's weights are
+hyperparameters; spectral normalisation is a setting of the discriminator. Samples come from the EMA generator when
+there is one (smoother, usually better samples).
+
+`diffaugment` (Zhao et al. 2020, "Differentiable Augmentation for Data-Efficient GAN Training") augments every image
+the discriminator sees, real and generated alike and in both steps, with differentiable transforms, so the generator
+still learns through them: with few training images the discriminator otherwise memorises them and the generator's
+samples collapse onto its errors. A list of policies: `translation` (±1/8 of the side, zero fill), `cutout` (a random
+half-side square), `color` (brightness and contrast; grayscale has no saturation).
+
+After every epoch a 10x10 grid (one row per class, fixed noise) is written to <run>/samples/epoch_NNN.png and sent to
+W&B. A NaN or infinite loss stops training with GANDivergedError naming the step, before any optimiser step or
+sample grid uses the broken values.
+
+Hyperparameters are plain containers, and contain the key "generator" (fmnist.utils.io tells GAN checkpoints from
+classifier checkpoints by it), so `GAN.load_from_checkpoint(path, weights_only=True)` rebuilds the model alone.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from pathlib import Path
+
+import lightning.pytorch as pl
 import torch
+import torch.nn.functional as F
+from hydra.utils import instantiate
 from torch import nn
-from torch.nn.utils.parametrizations import spectral_norm as sn
+from torch.optim.swa_utils import AveragedModel
+
+from fmnist.data.augment import random_erasing, random_translate
+from fmnist.data.datamodule import CLASSES, to_unit_float
+from fmnist.models.classifier import plain
+from fmnist.utils.errors import UserError
+from fmnist.utils.loggers import log_images
+
+LOSSES = ("hinge", "nonsaturating")
+DIFFAUGMENT_POLICIES = ("color", "translation", "cutout")
 
 
-def dcgan_init(module: nn.Module) -> nn.Module:
-    """DCGAN's initialisation: weights N(0, 0.02), BatchNorm scales N(1, 0.02), biases 0. With PyTorch's default
-    (Kaiming) initialisation the generator starts with saturated tanh noise and was measured not to recover."""
-    for m in module.modules():
-        if isinstance(m, nn.Conv2d | nn.ConvTranspose2d | nn.Linear):  # embeddings keep N(0, 1): the class signal
-            nn.init.normal_(m.weight, 0.0, 0.02)
-        elif isinstance(m, nn.BatchNorm2d):
-            nn.init.normal_(m.weight, 1.0, 0.02)
-        if isinstance(getattr(m, "bias", None), torch.Tensor):
-            nn.init.zeros_(m.bias)
-    return module
-
-
-class Generator(nn.Module):
-    def __init__(self, latent_dim: int = 64, num_classes: int = 10, width: int = 64, embed_dim: int = 32) -> None:
-        super().__init__()
-        self.latent_dim, self.num_classes = latent_dim, num_classes
-        self.embed = nn.Embedding(num_classes, embed_dim)
-        self.project = nn.Sequential(
-            nn.Linear(latent_dim + embed_dim, 2 * width * 7 * 7, bias=False),
-            nn.Unflatten(1, (2 * width, 7, 7)),
-            nn.BatchNorm2d(2 * width),
-            nn.ReLU(inplace=True),
+def check_diffaugment(policy: Sequence[str] | str | None) -> tuple[str, ...]:
+    """[translation, cutout] (or 'translation,cutout') -> ('translation', 'cutout'); a clear error for unknown names."""
+    if isinstance(policy, str):
+        policy = policy.split(",")
+    names = tuple(str(n).strip() for n in (policy or ()) if str(n).strip())
+    unknown = [n for n in names if n not in DIFFAUGMENT_POLICIES]
+    if unknown:
+        raise UserError(
+            f"model.diffaugment={list(names)}: unknown {unknown}; a list of some of "
+            f"{', '.join(DIFFAUGMENT_POLICIES)} (e.g. model.diffaugment=[translation,cutout]), or null for none."
         )
-        self.upsample = nn.Sequential(
-            nn.ConvTranspose2d(2 * width, width, 4, stride=2, padding=1, bias=False),  # 7 -> 14
-            nn.BatchNorm2d(width),
-            nn.ReLU(inplace=True),
-            nn.ConvTranspose2d(width, 1, 4, stride=2, padding=1),  # 14 -> 28
-            nn.Tanh(),
-        )
-        dcgan_init(self)
-
-    def forward(self, noise: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """(B, latent_dim) noise and (B,) class indices -> (B, 1, 28, 28) images in [-1, 1]."""
-        return self.upsample(self.project(torch.cat([noise, self.embed(labels)], dim=1)))
+    return names
 
 
-def class_spread(features: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """(B, 1, H, W) maps holding, for each sample, how much the samples of its class in the batch differ (the mean
-    per-feature standard deviation within the class). A minibatch-std over the whole batch would be dominated by the
-    differences between classes and miss a generator whose samples of one class are all alike."""
-    flat = features.flatten(1)
-    onehot = nn.functional.one_hot(labels, num_classes).to(flat.dtype)  # (B, K)
-    counts = onehot.sum(0).clamp_min(1)[:, None]
-    mean = onehot.T @ flat / counts  # (K, F) class means
-    var = onehot.T @ (flat - mean[labels]).square() / counts
-    spread = var.add(1e-8).sqrt().mean(1)  # (K,)
-    return spread[labels].view(-1, 1, 1, 1).expand(-1, 1, *features.shape[2:])
+def diff_augment(images: torch.Tensor, policy: Sequence[str]) -> torch.Tensor:
+    """DiffAugment on (B, 1, H, W) images in [0, 1], independent parameters per image, differentiable in the images
+    (the generator's gradient passes through). Zero fill is the black background of Fashion-MNIST."""
+    b, dev = images.shape[0], images.device
+    if "color" in policy:
+        brightness = torch.rand(b, 1, 1, 1, device=dev) - 0.5  # DiffAugment's ±0.5 in [-1, 1] is ±0.25 here
+        images = images + brightness / 2
+        mean = images.mean(dim=(1, 2, 3), keepdim=True)
+        images = (images - mean) * (torch.rand(b, 1, 1, 1, device=dev) + 0.5) + mean  # contrast x U(0.5, 1.5)
+    if "translation" in policy:
+        images = random_translate(images, max(1, images.shape[-1] // 8))  # 28 px: ±3 px
+    if "cutout" in policy:
+        images = random_erasing(images, scale=(0.25, 0.25), ratio=(1.0, 1.0), p=1.0)  # a half-side square
+    return images
 
 
-class Discriminator(nn.Module):
+class GANDivergedError(UserError):
+    """A GAN loss became NaN or infinite."""
+
+
+def discriminator_loss(kind: str, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+    if kind == "hinge":
+        return F.relu(1 - real).mean() + F.relu(1 + fake).mean()
+    return F.softplus(-real).mean() + F.softplus(fake).mean()  # -log sigmoid(real) - log(1 - sigmoid(fake))
+
+
+def generator_loss(kind: str, fake: torch.Tensor) -> torch.Tensor:
+    return -fake.mean() if kind == "hinge" else F.softplus(-fake).mean()  # non-saturating: -log sigmoid(fake)
+
+
+def ema_with_warmup(decay: float):
+    """An AveragedModel `multi_avg_fn`: EMA whose decay ramps up as min(decay, (1 + n) / (10 + n)) after n updates,
+    so early samples are not dominated by the random initial weights (torch's get_ema_multi_avg_fn has no warm-up)."""
+
+    @torch.no_grad()
+    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], n: torch.Tensor) -> None:
+        d = min(decay, (1 + int(n)) / (10 + int(n)))
+        torch._foreach_lerp_(averaged, current, 1 - d)
+
+    return update
+
+
+def plot_sample_grid(images: torch.Tensor, labels: torch.Tensor, path: Path, title: str = "") -> Path:
+    """Images (N, 1, 28, 28) in [0, 1], sorted by class with the same count per class -> one row per class."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from torchvision.utils import make_grid
+
+    classes = labels.unique(sorted=True).tolist()
+    per_row = len(labels) // len(classes)
+    grid = make_grid(images.float().cpu(), nrow=per_row, padding=2, pad_value=1.0)[0]
+    fig, ax = plt.subplots(figsize=(1.0 + 0.55 * per_row, 0.4 + 0.55 * len(classes)))
+    ax.imshow(grid.numpy(), cmap="gray", vmin=0, vmax=1)
+    ax.set_yticks([2 + 30 * i + 14 for i in range(len(classes))], [CLASSES[c] for c in classes])
+    ax.set_xticks([])
+    ax.set_title(title)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+class GAN(pl.LightningModule):
     def __init__(
-        self, num_classes: int = 10, width: int = 32, spectral_norm: bool = True, minibatch_std: bool = True
+        self,
+        generator: dict,
+        discriminator: dict,
+        loss: str = "hinge",
+        lr_g: float = 2e-4,
+        lr_d: float = 2e-4,
+        betas: Sequence[float] = (0.5, 0.999),
+        ema_decay: float | None = 0.999,
+        grid_per_class: int = 10,
+        grid_seed: int = 0,
+        diffaugment: Sequence[str] | str | None = None,
     ) -> None:
         super().__init__()
-        self.minibatch_std, self.num_classes = minibatch_std, num_classes
-        self.down = nn.Sequential(
-            nn.Conv2d(1, width, 4, stride=2, padding=1),  # 28 -> 14
-            nn.LeakyReLU(0.2, inplace=True),
-            nn.Conv2d(width, 2 * width, 4, stride=2, padding=1),  # 14 -> 7
-            nn.LeakyReLU(0.2, inplace=True),
+        self.diffaugment = check_diffaugment(diffaugment)
+        if loss not in LOSSES:
+            raise UserError(f"model.loss={loss!r}: choose one of {', '.join(LOSSES)}.")
+        if ema_decay is not None and not 0 < ema_decay < 1:
+            raise UserError(f"model.ema_decay={ema_decay} must be in (0, 1), or null for no EMA.")
+        self.save_hyperparameters(
+            {
+                "generator": plain(generator),
+                "discriminator": plain(discriminator),
+                "loss": loss,
+                "lr_g": float(lr_g),
+                "lr_d": float(lr_d),
+                "betas": list(plain(betas)),
+                "ema_decay": ema_decay,
+                "grid_per_class": int(grid_per_class),
+                "grid_seed": int(grid_seed),
+                "diffaugment": list(self.diffaugment) or None,
+            }
         )
-        self.head = nn.Sequential(
-            nn.Conv2d(2 * width + int(minibatch_std), 4 * width, 3, padding=1),
-            nn.LeakyReLU(0.2, inplace=True),
-        )
-        self.score = nn.Linear(4 * width, 1)
-        self.embed = nn.Embedding(num_classes, 4 * width)
-        dcgan_init(self)
-        nn.init.normal_(self.embed.weight, 0.0, 0.02)  # like the linear score (spectral norm rescales both anyway)
-        if spectral_norm:
-            for layer in [m for m in self.modules() if isinstance(m, nn.Conv2d | nn.Linear | nn.Embedding)]:
-                sn(layer)
+        self.automatic_optimization = False
+        self.generator: nn.Module = instantiate(self.hparams.generator)
+        self.discriminator: nn.Module = instantiate(self.hparams.discriminator)
+        self.ema = None
+        if ema_decay is not None:
+            # running stats of BatchNorm stay those of the live generator (use_buffers=False copies them)
+            self.ema = AveragedModel(self.generator, multi_avg_fn=ema_with_warmup(ema_decay))
+            self.ema.requires_grad_(False)
+        self.num_classes, self.latent_dim = self.generator.num_classes, self.generator.latent_dim
+        # fixed noise for the per-epoch grid: the rows stay comparable from epoch to epoch (kept in checkpoints)
+        grid_labels = torch.arange(self.num_classes).repeat_interleave(grid_per_class)
+        noise = torch.randn(len(grid_labels), self.latent_dim, generator=torch.Generator().manual_seed(grid_seed))
+        self.register_buffer("grid_noise", noise)
+        self.register_buffer("grid_labels", grid_labels)
 
-    def forward(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """(B, 1, 28, 28) images in [-1, 1] and (B,) classes -> (B,) real/fake scores (logits)."""
-        x = self.down(images)
-        if self.minibatch_std:
-            # how much each class varies in the batch, as an extra feature map (ProGAN's minibatch std, per class):
-            # a generator that ignores its noise becomes easy to spot, which pushes it towards diverse samples
-            x = torch.cat([x, class_spread(x, labels, self.num_classes)], dim=1)
-        h = self.head(x).sum(dim=(2, 3))  # sum pooling, as in the projection-discriminator papers
-        return self.score(h).squeeze(1) + (self.embed(labels) * h).sum(1)
+    # --- sampling ------------------------------------------------------------------------------------------------
+    @property
+    def sampler(self) -> nn.Module:
+        """The generator used for samples: the EMA one when there is one."""
+        return self.ema.module if self.ema is not None else self.generator
+
+    @torch.no_grad()
+    def sample(self, labels: torch.Tensor, noise: torch.Tensor | None = None, seed: int | None = None) -> torch.Tensor:
+        """Images (B, 1, 28, 28) in [0, 1] of the given classes, in eval mode (BatchNorm running statistics)."""
+        if noise is None:
+            generator = torch.Generator().manual_seed(seed) if seed is not None else None
+            noise = torch.randn(len(labels), self.latent_dim, generator=generator)
+        sampler, was_training = self.sampler, self.sampler.training
+        sampler.eval()
+        images = sampler(noise.to(self.device), labels.to(self.device))
+        sampler.train(was_training)
+        return images.add(1).div(2).clamp(0, 1)
+
+    def forward(self, labels: torch.Tensor) -> torch.Tensor:
+        return self.sample(labels)
+
+    # --- training ------------------------------------------------------------------------------------------------
+    def _check_finite(self, name: str, value: torch.Tensor, batch_idx: int) -> None:
+        if not torch.isfinite(value):
+            step = self.trainer.fit_loop.epoch_loop.total_batch_idx + 1
+            raise GANDivergedError(
+                f"GAN training diverged at step {step} (epoch {self.current_epoch + 1}, batch {batch_idx + 1}): "
+                f"the {name} loss is {value.item()}. Training stopped before any step used it: no later sample grid "
+                "or checkpoint was written (a `python gan.py` run keeps the last complete epoch in "
+                "checkpoints/last.ckpt). Lower the learning rates (lr_d, lr_g), or keep loss=hinge with "
+                "discriminator.spectral_norm=true."
+            )
+
+    def discriminate(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Discriminator scores of images in [-1, 1], through DiffAugment when it is on."""
+        if self.diffaugment:
+            images = diff_augment(images.add(1).div(2), self.diffaugment).mul(2).sub(1)
+        return self.discriminator(images, labels)
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        images, labels = batch
+        real = to_unit_float(images) * 2 - 1  # the generator's tanh range
+        opt_g, opt_d = self.optimizers()
+        noise = torch.randn(len(labels), self.latent_dim, device=self.device)
+        fake = self.generator(noise, labels)
+
+        d_real, d_fake = self.discriminate(real, labels), self.discriminate(fake.detach(), labels)
+        d_loss = discriminator_loss(self.hparams.loss, d_real, d_fake)
+        self._check_finite("discriminator", d_loss, batch_idx)
+        opt_d.zero_grad(set_to_none=True)
+        self.manual_backward(d_loss)
+        opt_d.step()
+
+        g_loss = generator_loss(self.hparams.loss, self.discriminate(fake, labels))
+        self._check_finite("generator", g_loss, batch_idx)
+        opt_g.zero_grad(set_to_none=True)
+        self.manual_backward(g_loss)
+        opt_g.step()
+        if self.ema is not None:
+            self.ema.update_parameters(self.generator)
+
+        self.log_dict(
+            {
+                "train/d_loss": d_loss.detach(),
+                "train/g_loss": g_loss.detach(),
+                "train/d_real": d_real.detach().mean(),  # mean discriminator score of real images
+                "train/d_fake": d_fake.detach().mean(),  # ... and of generated ones
+            },
+            on_step=False, on_epoch=True, prog_bar=True,
+        )  # fmt: skip
+
+    def on_train_epoch_end(self) -> None:
+        if self.trainer.sanity_checking or not self.trainer.is_global_zero:
+            return
+        epoch = self.current_epoch + 1
+        images = self.sample(self.grid_labels, noise=self.grid_noise)
+        run_dir = Path(self.trainer.default_root_dir)
+        path = plot_sample_grid(images, self.grid_labels, run_dir / "samples" / f"epoch_{epoch:03d}.png",
+                                f"epoch {epoch}")  # fmt: skip
+        log_images(self.loggers, {"samples": path})
+
+    def configure_optimizers(self) -> list[torch.optim.Optimizer]:
+        betas = tuple(self.hparams.betas)
+        return [
+            torch.optim.Adam(self.generator.parameters(), lr=self.hparams.lr_g, betas=betas),
+            torch.optim.Adam(self.discriminator.parameters(), lr=self.hparams.lr_d, betas=betas),
+        ]

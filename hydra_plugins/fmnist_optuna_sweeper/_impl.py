@@ -2,7 +2,7 @@
 
 Every trial is created in the storage (`study.ask`), so several sweep processes on one storage share a study
 without losing or repeating trial numbers; the jobs reconnect to the storage to report per-epoch values and to be
-pruned (fmnist.pruning), which works whichever launcher runs them, in this process or elsewhere.
+pruned (fmnist.utils.pruning), which works whichever launcher runs them, in this process or elsewhere.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import TrialState
 
-from fmnist.errors import UserError
+from fmnist.utils.errors import UserError
 
 from ._report import best_trial, write_plots, write_results, write_trials_csv
 from ._search_space import SearchSpace, describe, is_finite_number, parse_search_space
@@ -30,8 +30,8 @@ from ._study import make_pruner, open_storage, redact, storage_spec, study_name
 
 log = logging.getLogger(__name__)
 
-TRIAL_KEY = "optuna_trial"  # each job's config gets `optuna_trial: <number>` (read by fmnist.pruning)
-PRUNING_CALLBACK = "fmnist.pruning.OptunaPruning"
+TRIAL_KEY = "optuna_trial"  # each job's config gets `optuna_trial: <number>` (read by fmnist.utils.pruning)
+PRUNING_CALLBACK = "fmnist.utils.pruning.OptunaPruning"
 
 
 def check_objective(config: DictConfig, space: SearchSpace) -> str:

@@ -32,7 +32,7 @@ from optuna.distributions import (
     IntDistribution,
 )
 
-from fmnist.errors import UserError
+from fmnist.utils.errors import UserError
 
 SCALAR = (bool, int, float, str, type(None))
 

@@ -16,7 +16,7 @@ from hydra.utils import instantiate
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend
 
-from fmnist.errors import UserError
+from fmnist.utils.errors import UserError
 
 DEFAULT_STUDY_NAME = "fmnist"
 DEFAULT_STORAGE_FILE = "optuna.db"  # inside the sweep directory

@@ -1,0 +1,98 @@
+"""Label a synthetic set with a teacher: the mean probabilities of finished classifier runs (an ensemble of one or
+more). Why: a conditional GAN's own labels are wrong on its ambiguous samples (a shirt drawn for "T-shirt"), and a
+teacher's soft labels also carry what it knows about similar classes (distillation).
+
+    python scripts/relabel.py <set.safetensors> runs='<run>|<glob>|[<run>,...]' [mode=soft] [tta=flip] [out=...]
+    python scripts/relabel.py real runs=...      # the teachers' own training images, soft-labelled: the control
+
+mode=soft   every image, labelled with the teachers' probabilities (float32 (N, 10); see fmnist/data/synthetic.py)
+mode=filter only the images whose teacher prediction equals their GAN label, keeping the hard labels
+`real` writes the teachers' training split (data.train_fraction and all, from their checkpoints) with soft labels:
+training on it with the same share separates what the teacher's labels buy from what the GAN's images buy.
+Teachers must be trained on the same training split as the run that uses the set — the teacher then saw no image
+that run does not see; they never see validation or test images here. Use the set with
+`python train.py aug=gan aug.source=<out>`.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+
+from fmnist.data.datamodule import FashionMNISTDataModule
+from fmnist.data.synthetic import load_synthetic, save_synthetic
+from fmnist.data.tta import check_tta
+from fmnist.ensemble.run import expand_runs, load_members, predict
+from fmnist.utils.errors import UserError
+
+log = logging.getLogger("fmnist")
+DEFAULTS = {"runs": None, "mode": "soft", "tta": "flip", "out": None, "checkpoint": "best", "batch_size": 1024}
+
+
+def teacher_images(source: str, data: dict) -> tuple[torch.Tensor, torch.Tensor | None, dict]:
+    """(uint8 images, their hard labels or None, metadata) of a synthetic set, or of the teachers' training split."""
+    if source != "real":
+        images, labels, meta = load_synthetic(source)
+        return images, None if labels.is_floating_point() else labels, meta
+    datamodule = FashionMNISTDataModule(**data, augment=None)
+    datamodule.setup("fit")
+    train = datamodule.train_set
+    return train.images, train.labels, {"n_per_class": "-", "seed": str(data.get("split_seed"))}
+
+
+def relabel(argv: list[str]) -> Path:
+    if not argv or "=" in argv[0]:
+        raise UserError("Usage: python scripts/relabel.py <set.safetensors | real> runs=<teacher runs> [mode=soft]")
+    source, overrides = argv[0], OmegaConf.from_dotlist(argv[1:])
+    unknown = set(overrides) - set(DEFAULTS)
+    if unknown:
+        raise UserError(f"Unknown setting(s) {sorted(unknown)}; known: {', '.join(DEFAULTS)}.")
+    cfg = OmegaConf.merge(DEFAULTS, overrides)
+    if cfg.mode not in ("soft", "filter"):
+        raise UserError(f"mode={cfg.mode!r}: choose soft (teacher probabilities) or filter (keep agreeing images).")
+    if cfg.runs is None:
+        raise UserError("runs= is required: the teacher's run directories, checkpoints or a glob.")
+    tta = check_tta(str(cfg.tta))
+    runs = OmegaConf.to_container(cfg.runs) if OmegaConf.is_config(cfg.runs) else str(cfg.runs)
+    paths = expand_runs(runs, str(cfg.checkpoint), at_least=1)
+    stem = "real_train" if source == "real" else Path(source).stem
+    out = Path(cfg.out) if cfg.out else Path(paths[0]).parent.parent / f"{stem}_{cfg.mode}.safetensors"
+    if out.suffix != ".safetensors":
+        raise UserError(f"out={out}: the file name must end with .safetensors.")
+    members = load_members(paths, data_checksums=None)  # weights_only; refuses members of different val splits
+    if len({m.data.get("train_fraction") for m in members}) > 1:
+        raise UserError("The teachers were trained on different data.train_fraction; use teachers of one split.")
+    images, labels, meta = teacher_images(source, members[0].data)
+    if cfg.mode == "filter" and labels is None:
+        raise UserError(f"mode=filter needs hard labels to compare with; {source} is soft-labelled already.")
+    logits = predict(members, images, "relabel", tta, int(cfg.batch_size), torch.device("cpu"))
+    probs = logits.float().softmax(-1).mean(0)  # soft voting of the teachers
+    if labels is not None:
+        agree = probs.argmax(1) == labels
+        log.info(f"teachers agree with the labels on {agree.float().mean():.1%} of {len(labels)} images")
+    if cfg.mode == "filter":
+        images, new_labels = images[agree], labels[agree]
+    else:
+        new_labels = probs
+    teachers = [str(p) for p in paths]
+    save_synthetic(out, images, new_labels, source=str(source), teachers=teachers, mode=str(cfg.mode), tta=tta,
+                   seed=meta.get("seed", "-"), n_per_class=meta.get("n_per_class", "-"))  # fmt: skip
+    log.info(f"{len(new_labels)} images ({cfg.mode} labels of {len(members)} teacher(s), tta={tta}) -> {out}")
+    return out
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        relabel(sys.argv[1:])
+    except UserError as e:  # DataError and CheckpointError too
+        log.error(f"{type(e).__name__}: {e}")
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,130 @@
+"""`python gan.py ...`: train the class-conditional GAN on the training split (conf/gan.yaml), then write its synthetic
+set and score it (fmnist.gan.metrics) into the run's metrics.json.
+
+A run directory holds checkpoints/last.ckpt (the generator checkpoint: generate.py, aug.source and resuming take
+it), samples/epoch_NNN.png (one 10x10 grid per epoch), samples.png (the final grid), synthetic.safetensors (the set
+CAS is trained on; usable as aug.source), metrics.csv and metrics.json (written last).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import hydra
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from fmnist import PROJECT_ROOT
+from fmnist.data.synthetic import generate_set, save_synthetic
+from fmnist.gan.metrics import classification_accuracy_score, real_data_classifier, sample_quality
+from fmnist.models.gan import GAN, plot_sample_grid
+from fmnist.utils.errors import CheckpointError, UserError
+from fmnist.utils.io import read_checkpoint
+from fmnist.utils.loggers import CSVLogger, finish_wandb, log_images
+from fmnist.utils.runtime import (
+    instantiate_group,
+    report_user_errors,
+    resolve_precision,
+    scalar_metrics,
+    setup_runtime,
+    write_json,
+)
+
+log = logging.getLogger("fmnist")
+
+
+def check_config(cfg: DictConfig) -> int:
+    """Config mistakes that would surface late. Returns the epoch training starts at (a resumed run: later)."""
+    if "generator" not in cfg.model:
+        raise UserError("gan.py trains a GAN: `model` must be a GAN config (conf/gan_model/, gan_model@model=dcgan).")
+    if not cfg.get("ckpt_path"):
+        return 0
+    checkpoint = read_checkpoint(cfg.ckpt_path)
+    if "generator" not in (checkpoint.get("hyper_parameters") or {}):
+        raise CheckpointError(f"{cfg.ckpt_path} is not a GAN checkpoint; resume with <gan run>/checkpoints/last.ckpt.")
+    return int(checkpoint.get("epoch", -1)) + 1
+
+
+def write_samples(gan: GAN, run_dir: Path, metrics_cfg: DictConfig | None, seed: int) -> tuple[Path, Path]:
+    """The final 10x10 grid and the synthetic set (metrics.cas_per_class images per class)."""
+    grid = plot_sample_grid(gan.sample(gan.grid_labels, noise=gan.grid_noise), gan.grid_labels,
+                            run_dir / "samples.png", f"{run_dir.name} (final)")  # fmt: skip
+    n = int(metrics_cfg.cas_per_class) if metrics_cfg else 6000
+    images, labels = generate_set(gan, n, seed=seed)
+    path = save_synthetic(run_dir / "synthetic.safetensors", images, labels, source=str(run_dir), seed=seed,
+                          n_per_class=n)  # fmt: skip
+    return grid, path
+
+
+def quality(gan: GAN, cfg: DictConfig, datamodule, synthetic: Path, run_dir: Path) -> dict[str, float]:
+    """CAS, Fréchet distance and agreement (fmnist.gan.metrics), on the real test split."""
+    m = cfg.metrics
+    trainer_kwargs = {"accelerator": cfg.trainer.accelerator, "precision": cfg.trainer.precision}
+    data = OmegaConf.to_container(cfg.data, resolve=True) | {"batch_size": int(m.batch_size)}
+    classifier, info = real_data_classifier(m.classifier, data, int(m.epochs), int(m.seed), Path(m.cache_dir),
+                                            trainer_kwargs)  # fmt: skip
+    test = datamodule.test_set
+    fake_images, fake_labels = generate_set(gan, int(m.n_per_class), seed=int(m.seed) + 1)
+    metrics = sample_quality(classifier, test.images, test.labels, fake_images, fake_labels)
+    metrics["quality/real_test_acc"] = info["metrics"]["test/acc"]  # the same CNN recipe trained on real images
+    metrics |= classification_accuracy_score(m.classifier, data, synthetic, int(m.epochs), run_dir / "cas",
+                                             trainer_kwargs, int(m.seed))  # fmt: skip
+    return metrics
+
+
+def train_gan(cfg: DictConfig) -> dict[str, float]:
+    start_epoch = check_config(cfg)
+    setup_runtime(cfg)
+    run_dir = Path(cfg.paths.output_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    datamodule = instantiate(cfg.data, augment=None)
+    gan: GAN = instantiate(cfg.model)
+    callbacks = instantiate_group(cfg.get("callbacks"))
+    loggers = instantiate_group(cfg.get("logger"))
+    if not any(isinstance(lg, CSVLogger) for lg in loggers):
+        loggers.insert(0, CSVLogger(save_dir=str(run_dir), name="", version=""))
+    resolve_precision(cfg.trainer)
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
+    try:
+        for logger in loggers:
+            logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+        start = time.perf_counter()
+        trainer.fit(gan, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
+        fit_seconds = time.perf_counter() - start
+        if trainer.interrupted:
+            raise KeyboardInterrupt
+        metrics = scalar_metrics(trainer.callback_metrics)
+        epochs_run = max(1, trainer.current_epoch - start_epoch)
+        seed = cfg.seed if cfg.get("seed") is not None else 0
+        grid, synthetic = write_samples(gan, run_dir, cfg.get("metrics"), seed)
+        log_images(loggers, {"samples_final": grid})
+        if cfg.get("metrics") and cfg.metrics.enabled:
+            metrics |= quality(gan, cfg, datamodule, synthetic, run_dir)
+        metrics |= {
+            "epochs": trainer.current_epoch,
+            "fit_seconds": fit_seconds,
+            "seconds_per_epoch": fit_seconds / epochs_run,
+            "images_per_second": len(datamodule.train_set) * epochs_run / fit_seconds,
+            "train_images": len(datamodule.train_set),
+            "generator_checkpoint": str(run_dir / "checkpoints" / "last.ckpt"),
+            "synthetic_set": str(synthetic),
+            "run_dir": str(run_dir),
+            "seed": cfg.get("seed"),
+        }
+        for logger in loggers:  # the figures also go to W&B / TensorBoard
+            logger.log_metrics({k: v for k, v in metrics.items() if k.startswith("quality/")})
+            logger.save()
+        write_json(run_dir / "metrics.json", metrics)  # last: its presence marks a complete run
+        summary = ", ".join(f"{k.split('/')[1]} {metrics[k]:.3f}" for k in ("quality/cas", "quality/fd",
+                            "quality/agreement") if k in metrics)  # fmt: skip
+        log.info(f"GAN: {summary or 'no metrics'} · {fit_seconds:.0f} s · run dir: {run_dir}")
+        return metrics
+    finally:
+        finish_wandb(loggers)
+
+
+@hydra.main(version_base="1.3", config_path=str(PROJECT_ROOT / "conf"), config_name="gan")
+def main(cfg: DictConfig) -> None:
+    report_user_errors(train_gan, cfg)

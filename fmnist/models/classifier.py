@@ -1,0 +1,228 @@
+"""The Classifier LightningModule, generic over its backbone.
+
+Its hyperparameters are plain Python containers (the backbone, optimizer and scheduler configs with their
+`_target_`), so `Classifier.load_from_checkpoint(path, weights_only=True)` rebuilds the whole model from the file
+alone, without executing pickled code. It also owns the input adaptation (resize, channels, normalisation) so a
+checkpoint knows how it must be fed: every caller hands it float images in [0, 1] of shape (B, 1, 28, 28).
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+from collections.abc import Sequence
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+import torch.nn.functional as F
+from hydra.utils import instantiate
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from torch import nn
+from torchmetrics import MaxMetric, MeanMetric
+from torchmetrics.classification import (
+    MulticlassAccuracy,
+    MulticlassCalibrationError,
+    MulticlassConfusionMatrix,
+)
+
+from fmnist.data.datamodule import CLASSES, to_unit_float
+from fmnist.data.tta import tta_logits
+
+
+def plain(value: Any) -> Any:
+    """OmegaConf containers -> resolved dicts/lists; anything else unchanged."""
+    if isinstance(value, DictConfig | ListConfig):
+        return OmegaConf.to_container(value, resolve=True)
+    return value
+
+
+def metric_suffix(class_name: str) -> str:
+    """'T-shirt/top' -> 't_shirt_top': a class name that is safe inside a metric key."""
+    return re.sub(r"[^a-z0-9]+", "_", class_name.lower()).strip("_")
+
+
+class Classifier(pl.LightningModule):
+    def __init__(
+        self,
+        backbone: dict,
+        optimizer: dict,
+        scheduler: dict | None = None,
+        scheduler_interval: str = "step",
+        label_smoothing: float = 0.0,
+        image_size: int = 28,
+        in_chans: int = 1,
+        mean: Sequence[float] = (0.2860,),
+        std: Sequence[float] = (0.3530,),
+        channels_last: bool = False,
+        class_names: Sequence[str] = CLASSES,
+        # fine-tuning (timm backbones, models/components/timm_backbone.py); defaults: one learning rate for all
+        backbone_lr_scale: float = 1.0,
+        layer_decay: float | None = None,
+        finetuning: dict | None = None,
+        # initial weights, passed to the backbone when set; not hyperparameters: a checkpoint carries the trained
+        # weights, so rebuilding from it must not fetch or read them again
+        pretrained: bool = False,
+        weights: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(
+            {
+                "backbone": plain(backbone),
+                "optimizer": plain(optimizer),
+                "scheduler": plain(scheduler),
+                "scheduler_interval": scheduler_interval,
+                "label_smoothing": float(label_smoothing),
+                "image_size": int(image_size),
+                "in_chans": int(in_chans),
+                "mean": list(plain(mean)),
+                "std": list(plain(std)),
+                "channels_last": bool(channels_last),
+                "class_names": list(plain(class_names)),
+                "backbone_lr_scale": float(backbone_lr_scale),
+                "layer_decay": layer_decay,
+                "finetuning": plain(finetuning),
+            }
+        )
+        if len(self.hparams.mean) not in (1, in_chans) or len(self.hparams.std) != len(self.hparams.mean):
+            raise ValueError(f"model.mean/std need 1 or in_chans={in_chans} values each")
+        initial = {"pretrained": True} if pretrained else {}
+        initial |= {"weights": str(weights)} if weights else {}
+        self.backbone: nn.Module = instantiate(self.hparams.backbone, **initial)
+        if channels_last:
+            self.backbone = self.backbone.to(memory_format=torch.channels_last)
+        shape = (1, -1, 1, 1)
+        self.register_buffer("input_mean", torch.tensor(self.hparams.mean).view(shape), persistent=False)
+        self.register_buffer("input_std", torch.tensor(self.hparams.std).view(shape), persistent=False)
+
+        n = len(self.hparams.class_names)
+        self.train_acc, self.val_acc = (
+            MulticlassAccuracy(n, average="micro"),
+            MulticlassAccuracy(n, average="micro"),
+        )
+        self.train_loss, self.val_loss = MeanMetric(), MeanMetric()
+        self.val_acc_best = MaxMetric()
+        self.val_acc_best.persistent(True)  # kept in checkpoints so a resumed run continues the same best
+        self.test_acc = MulticlassAccuracy(n, average="micro")
+        self.test_class_acc = MulticlassAccuracy(n, average=None)
+        self.test_nll = MeanMetric()
+        self.test_ece = MulticlassCalibrationError(n, n_bins=15, norm="l1")
+        self.test_confusion = MulticlassConfusionMatrix(n)
+        self.confusion: torch.Tensor | None = None  # the last test's confusion matrix (counts), for the plots
+        self.tta = "none"  # test-time augmentation of test_step (fmnist.data.tta); an evaluation choice, not a hparam
+
+    # --- forward -------------------------------------------------------------------------------------------------
+    def prepare_input(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 1, 28, 28) floats in [0, 1] (or uint8) -> what the backbone expects: size, channels, normalisation."""
+        images = to_unit_float(images)
+        size = self.hparams.image_size
+        if images.shape[-1] != size:
+            images = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False, antialias=False)
+        if images.shape[1] != self.hparams.in_chans:
+            images = images.expand(-1, self.hparams.in_chans, -1, -1)
+        images = (images - self.input_mean) / self.input_std
+        if self.hparams.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        return images
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Logits for (B, 1, 28, 28) images in [0, 1]."""
+        return self.backbone(self.prepare_input(images))
+
+    # --- training ------------------------------------------------------------------------------------------------
+    def on_train_start(self) -> None:
+        if self.trainer.current_epoch == 0:  # not when resuming: then the best so far comes from the checkpoint
+            self.val_acc_best.reset()
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        images, targets = batch
+        logits = self(images)
+        # soft targets (mixup/cutmix, teacher labels) are (B, C) probabilities; cross_entropy takes both
+        loss = F.cross_entropy(logits, targets, label_smoothing=self.hparams.label_smoothing)
+        hard = targets.argmax(1) if targets.ndim == 2 else targets
+        self.train_loss(loss.detach())
+        self.train_acc(logits.detach(), hard)
+        self.log("train/loss", self.train_loss, on_step=False, on_epoch=True, prog_bar=True)
+        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)
+        return loss
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        images, labels = batch
+        logits = self(images)
+        self.val_loss(F.cross_entropy(logits, labels))
+        self.val_acc(logits, labels)
+        self.log("val/loss", self.val_loss, on_step=False, on_epoch=True, prog_bar=True)
+        self.log("val/acc", self.val_acc, on_step=False, on_epoch=True, prog_bar=True)
+
+    def on_validation_epoch_end(self) -> None:
+        if self.trainer.sanity_checking:
+            return
+        self.val_acc_best(self.val_acc.compute())
+        self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True)
+
+    # --- test ----------------------------------------------------------------------------------------------------
+    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        images, labels = batch
+        logits = tta_logits(self, images, self.tta).float()
+        self.test_nll(F.cross_entropy(logits, labels, reduction="none"))
+        self.test_acc(logits, labels)
+        self.test_class_acc(logits, labels)
+        self.test_ece(logits.softmax(1), labels)
+        self.test_confusion(logits, labels)
+
+    def on_test_epoch_end(self) -> None:
+        self.log("test/acc", self.test_acc.compute())
+        self.log("test/nll", self.test_nll.compute())
+        self.log("test/ece", self.test_ece.compute())
+        for name, acc in zip(self.hparams.class_names, self.test_class_acc.compute(), strict=True):
+            self.log(f"test/acc_{metric_suffix(name)}", acc)
+        self.confusion = self.test_confusion.compute().cpu()
+        for metric in (self.test_acc, self.test_nll, self.test_ece, self.test_class_acc, self.test_confusion):
+            metric.reset()
+
+    def predict_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        return self(batch[0]).float()
+
+    # --- optimisation --------------------------------------------------------------------------------------------
+    def configure_callbacks(self) -> list[pl.Callback]:
+        """The fine-tuning warm-up (`finetuning`, e.g. fmnist.models.finetuning.FrozenBackboneWarmup) belongs to
+        the model's recipe, so the model brings it along."""
+        return [instantiate(self.hparams.finetuning)] if self.hparams.finetuning else []
+
+    def parameter_groups(self) -> list[dict]:
+        """Weight decay on weights of convs and linears only, not on norms and biases. Frozen parameters are
+        included (a fine-tuning warm-up unfreezes them later). With `backbone_lr_scale` or `layer_decay`, groups
+        carry an `lr_scale` relative to the head (fmnist.models.components.timm_backbone.scaled_parameter_groups)."""
+        if self.hparams.backbone_lr_scale != 1.0 or self.hparams.layer_decay:
+            from fmnist.models.components.timm_backbone import scaled_parameter_groups
+
+            return scaled_parameter_groups(self.backbone, self.hparams.backbone_lr_scale, self.hparams.layer_decay)
+        decay, no_decay = [], []
+        for p in self.parameters():
+            (decay if p.ndim > 1 else no_decay).append(p)
+        return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+    def configure_optimizers(self) -> dict:
+        groups = self.parameter_groups()
+        lr = self.hparams.optimizer.get("lr")
+        for group in groups:  # a group's `lr_scale` scales the configured (peak) learning rate
+            if "lr_scale" in group and lr is not None:
+                group["lr"] = lr * group["lr_scale"]
+        optimizer = instantiate(self.hparams.optimizer)(groups)  # `_partial_: true`
+        if not self.hparams.scheduler:
+            return {"optimizer": optimizer}
+        make_scheduler = instantiate(self.hparams.scheduler)  # a functools.partial (`_partial_: true`)
+        accepted = inspect.signature(make_scheduler.func).parameters
+        steps = self.trainer.estimated_stepping_batches
+        if self.hparams.scheduler_interval == "epoch":
+            steps = self.trainer.max_epochs
+        # fill the schedule length from the trainer unless the config set it
+        extra = {k: steps for k in ("total_steps", "T_max", "total_iters") if k in accepted}
+        extra = {k: v for k, v in extra.items() if k not in make_scheduler.keywords}
+        if "max_lr" in make_scheduler.keywords and any("lr_scale" in g for g in groups):  # OneCycleLR: one per group
+            extra["max_lr"] = [make_scheduler.keywords["max_lr"] * g.get("lr_scale", 1.0) for g in groups]
+        scheduler = make_scheduler(optimizer, **extra)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": self.hparams.scheduler_interval},
+        }

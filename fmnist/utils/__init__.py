@@ -1,0 +1,1 @@
+"""Plumbing: runtime (task setup, instantiation), errors, io (checkpoint readers), loggers, plots, pruning."""

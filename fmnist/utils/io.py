@@ -1,0 +1,61 @@
+"""Reading checkpoints safely: `torch.load(weights_only=True)` only, so a file from elsewhere cannot run code."""
+
+from __future__ import annotations
+
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from fmnist.utils.errors import CheckpointError
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """The checkpoint dict, loaded on the CPU without executing pickled code; CheckpointError otherwise."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(
+            f"Checkpoint {path} does not exist. Pass the path of a .ckpt file, e.g. "
+            "ckpt_path=outputs/train/runs/<run>/checkpoints/last.ckpt"
+        )
+    if not zipfile.is_zipfile(path):  # torch.save writes zip archives
+        raise CheckpointError(f"Checkpoint {path} is unreadable: not a torch checkpoint archive (or truncated).")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise CheckpointError(
+            f"Checkpoint {path} was refused: it holds objects that only a full unpickling could rebuild, which "
+            f"could run code ({str(e).splitlines()[0]}). Only load checkpoints written by fmnist, or re-save "
+            "the state_dict from a trusted source."
+        ) from e
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as e:
+        raise CheckpointError(f"Checkpoint {path} is unreadable ({e}); it is truncated or not a checkpoint.") from e
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise CheckpointError(f"{path} is not a Lightning checkpoint (no 'state_dict').")
+    return checkpoint
+
+
+def read_classifier_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A checkpoint of fmnist.models.classifier.Classifier (not of a GAN or another module)."""
+    checkpoint = read_checkpoint(path)
+    hparams = checkpoint.get("hyper_parameters") or {}
+    if "backbone" not in hparams:
+        kind = "a GAN" if "generator" in hparams else "not a Classifier"
+        raise CheckpointError(
+            f"{path} is {kind} checkpoint; this command needs a classifier checkpoint from `python train.py` "
+            "(<run>/checkpoints/best.ckpt or last.ckpt)."
+        )
+    return checkpoint
+
+
+def run_dir_of(ckpt_path: str | Path | None) -> Path | None:
+    """The run directory a checkpoint belongs to (<run>/checkpoints/x.ckpt with <run>/.hydra), else None."""
+    if not ckpt_path:
+        return None
+    path = Path(ckpt_path).resolve()
+    run = path.parent.parent
+    if path.parent.name == "checkpoints" and (run / ".hydra").is_dir():
+        return run
+    return None
