@@ -1,0 +1,164 @@
+"""`python export.py ckpt_path=<ckpt> format=onnx|torchscript|safetensors`: a trained classifier for use elsewhere.
+
+The ONNX and TorchScript models take one input `images`: float32 of shape (B, 1, 28, 28), values in [0, 1] (0 =
+background, light object on black like Fashion-MNIST), B free (a dynamic batch axis); they output `logits` (B, 10).
+Normalisation is inside the model. A JSON sidecar (<out>.json) carries the class names, this input contract and
+the preprocessing that turns a photo into such an input. The exported model is checked against PyTorch
+(onnxruntime for ONNX) on random and blank inputs at two batch sizes before the files are kept.
+`safetensors` writes the pickle-free form that predict.py loads (models/fmnist_cnn.safetensors is one).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import warnings
+from pathlib import Path
+
+import hydra
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig
+from torch import nn
+
+from fmnist import PROJECT_ROOT
+from fmnist.models.classifier import Classifier
+from fmnist.predict.model import load_classifier, save_safetensors
+from fmnist.predict.output import atomic_path
+from fmnist.predict.preprocess import BACKGROUND_TOLERANCE
+from fmnist.utils.errors import UserError
+from fmnist.utils.runtime import report_user_errors, setup_runtime
+
+log = logging.getLogger("fmnist")
+FORMATS = {"onnx": ".onnx", "torchscript": ".pt", "safetensors": ".safetensors"}
+TOLERANCE = 1e-4  # max abs logit difference accepted between the exported model and PyTorch
+
+
+class Logits(nn.Module):
+    """Classifier.forward for float (B, 1, 28, 28) in [0, 1] only, as a plain module (a LightningModule does not
+    trace: its `trainer` property raises outside a Trainer). `parity` checks it against the Classifier."""
+
+    def __init__(self, model: Classifier) -> None:
+        super().__init__()
+        self.backbone = model.backbone
+        self.register_buffer("mean", model.input_mean.clone())
+        self.register_buffer("std", model.input_std.clone())
+        self.image_size, self.in_chans = int(model.hparams.image_size), int(model.hparams.in_chans)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if self.image_size != 28:
+            size = (self.image_size, self.image_size)
+            images = F.interpolate(images, size=size, mode="bilinear", align_corners=False, antialias=False)
+        if self.in_chans != 1:
+            images = images.expand(-1, self.in_chans, -1, -1)
+        return self.backbone((images - self.mean) / self.std)
+
+
+def plain_model(path: str | Path) -> Classifier:
+    """The classifier in eval mode, contiguous memory format (channels_last only pays off while training)."""
+    model = load_classifier(path)
+    model.hparams.channels_last = False
+    return model.to(memory_format=torch.contiguous_format).eval()
+
+
+def check_inputs() -> torch.Tensor:
+    generator = torch.Generator().manual_seed(0)
+    return torch.cat([torch.rand(7, 1, 28, 28, generator=generator), torch.zeros(1, 1, 28, 28)])
+
+
+def export_onnx(model: Classifier, path: Path) -> float:
+    import onnxruntime as ort
+
+    for name in ("onnxscript", "onnx_ir", "torch.onnx"):  # their INFO lines would flood the run's log
+        logging.getLogger(name).setLevel(logging.WARNING)
+    example = torch.rand(2, 1, 28, 28)
+    batch = torch.export.Dim("batch", min=1, max=65536)
+    with atomic_path(path) as tmp, torch.no_grad():
+        torch.onnx.export(
+            Logits(model), (example,), str(tmp), input_names=["images"], output_names=["logits"],
+            dynamo=True, external_data=False, dynamic_shapes={"images": {0: batch}},
+        )  # fmt: skip
+        session = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
+        return parity(model, lambda x: torch.from_numpy(session.run(["logits"], {"images": x.numpy()})[0]))
+
+
+def export_torchscript(model: Classifier, path: Path) -> float:
+    with atomic_path(path) as tmp, torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit's deprecation notice; it still works
+        traced = torch.jit.trace(Logits(model), torch.rand(2, 1, 28, 28))
+        traced.save(str(tmp))
+        loaded = torch.jit.load(str(tmp), map_location="cpu")
+        return parity(model, loaded)
+
+
+def parity(model: Classifier, exported) -> float:
+    """Max abs logit difference over batches of 8 and 1; UserError above TOLERANCE (the file is then not kept)."""
+    inputs = check_inputs()
+    with torch.no_grad():
+        diff = max(float((exported(x) - model(x)).abs().max()) for x in (inputs, inputs[:1]))
+    if diff > TOLERANCE:
+        raise UserError(f"the exported model's logits differ from PyTorch's by {diff:.2e} (> {TOLERANCE}).")
+    return diff
+
+
+def sidecar(model: Classifier, cfg: DictConfig, out: Path, diff: float | None) -> dict:
+    return {
+        "format": cfg.format,
+        "model_file": out.name,
+        "sha256": hashlib.sha256(out.read_bytes()).hexdigest(),
+        "source_checkpoint": str(Path(cfg.ckpt_path).resolve()),
+        "class_names": list(model.hparams.class_names),
+        "input": {
+            "name": "images",
+            "dtype": "float32",
+            "shape": ["batch", 1, 28, 28],
+            "range": [0.0, 1.0],
+            "layout": "NCHW grayscale; 0 = background: a light object on black, like Fashion-MNIST",
+            "normalisation": f"inside the model: (x - {model.hparams.mean}) / {model.hparams.std}",
+        },
+        "output": {"name": "logits", "shape": ["batch", len(model.hparams.class_names)], "softmax": "not applied"},
+        "preprocessing": {
+            "reference": "Xiao et al. 2017, arXiv:1708.07747 section 2; fmnist/predict/preprocess.py photo_to_fmnist",
+            "steps": [
+                "grayscale (ITU-R 601-2 luma; transparency composited onto white; EXIF rotation applied)",
+                "invert when the median border pixel is above 127.5 (light background)",
+                f"crop to the bounding box of pixels more than {BACKGROUND_TOLERANCE:.0%} of 255 from the "
+                "median border level",
+                "pad the shorter side with the background level to a square, object centred",
+                "resize to 28x28 with Lanczos (antialiased)",
+                "stretch levels: background -> 0, brightest pixel -> 255",
+                "divide by 255 -> float32 in [0, 1]",
+            ],
+        },
+        "max_abs_logit_diff_vs_pytorch": diff,
+    }
+
+
+def export(cfg: DictConfig) -> dict:
+    if cfg.format not in FORMATS:
+        raise UserError(f"format={cfg.format}: choose from {', '.join(FORMATS)}.")
+    setup_runtime(cfg)
+    # safetensors keeps the model as trained (channels_last included); the traced formats use the plain layout
+    model = load_classifier(cfg.ckpt_path) if cfg.format == "safetensors" else plain_model(cfg.ckpt_path)
+    out = Path(cfg.out) if cfg.out else Path(cfg.paths.output_dir) / (Path(cfg.ckpt_path).stem + FORMATS[cfg.format])
+    out.parent.mkdir(parents=True, exist_ok=True)
+    diff = None
+    if cfg.format == "onnx":
+        diff = export_onnx(model, out)
+    elif cfg.format == "torchscript":
+        diff = export_torchscript(model, out)
+    else:
+        save_safetensors(model, out, extra={"fmnist.source": Path(cfg.ckpt_path).name})
+        diff = parity(model, load_classifier(out))
+    info = sidecar(model, cfg, out, diff)
+    side = out.with_suffix(".json")
+    with atomic_path(side) as tmp:
+        tmp.write_text(json.dumps(info, indent=2) + "\n")
+    log.info(f"{cfg.format}: {out} (+ {side.name}); max abs logit difference vs PyTorch {diff:.2e}")
+    return {"out": str(out), "sidecar": str(side), "max_abs_logit_diff": diff}
+
+
+@hydra.main(version_base="1.3", config_path=str(PROJECT_ROOT / "conf"), config_name="export")
+def main(cfg: DictConfig) -> None:
+    report_user_errors(export, cfg)

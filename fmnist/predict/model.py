@@ -1,0 +1,98 @@
+"""Loading a Classifier for prediction from a Lightning .ckpt or a pickle-free .safetensors file.
+
+The .safetensors form (`python export.py format=safetensors`, the shipped models/fmnist_cnn.safetensors) holds the
+state dict as tensors and the Classifier's hyperparameters as JSON in the file's metadata (key `fmnist.hparams`), so
+loading it runs no pickle at all. Either way, the `_target_`s the hyperparameters name (backbone, optimizer, ...)
+must belong to fmnist, torch.optim or timm before anything is instantiated.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from fmnist.models.classifier import Classifier
+from fmnist.utils.errors import CheckpointError
+from fmnist.utils.io import read_classifier_checkpoint
+
+HPARAMS_KEY = "fmnist.hparams"
+FORMAT_KEY = "fmnist.format"
+FORMAT = "fmnist-classifier-v1"
+ALLOWED_TARGETS = ("fmnist.", "torch.optim.", "timm.")
+
+
+def targets(value: Any) -> list[str]:
+    """Every `_target_` string inside nested dicts/lists."""
+    if isinstance(value, dict):
+        found = [str(value["_target_"])] if "_target_" in value else []
+        return found + [t for v in value.values() for t in targets(v)]
+    if isinstance(value, list | tuple):
+        return [t for v in value for t in targets(v)]
+    return []
+
+
+def build(hparams: dict[str, Any], state_dict: dict[str, torch.Tensor], path: Path) -> Classifier:
+    """A Classifier in eval mode from its hyperparameters and weights; CheckpointError naming `path` otherwise."""
+    if "backbone" not in hparams:
+        raise CheckpointError(f"{path} is not a Classifier model (its hyperparameters name no backbone).")
+    unsafe = [t for t in targets(hparams) if not t.startswith(ALLOWED_TARGETS)]
+    if unsafe:
+        raise CheckpointError(
+            f"{path} names {', '.join(unsafe)} to instantiate; only fmnist, torch.optim and timm classes are allowed."
+        )
+    try:
+        model = Classifier(**hparams)
+        model.load_state_dict(state_dict, strict=True)
+    except (TypeError, ValueError, RuntimeError, KeyError) as e:
+        raise CheckpointError(f"{path} does not rebuild a Classifier ({str(e).splitlines()[0]}).") from e
+    return model.eval()
+
+
+def load_safetensors(path: str | Path) -> Classifier:
+    """Rebuild a Classifier from a file written by `save_safetensors` (no pickle involved)."""
+    from safetensors import SafetensorError, safe_open
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"Model file {path} does not exist.")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+        state_dict = load_file(str(path), device="cpu")
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{path} is not a readable safetensors file ({e}); it is truncated or corrupt.") from e
+    if metadata.get(FORMAT_KEY) != FORMAT or HPARAMS_KEY not in metadata:
+        raise CheckpointError(
+            f"{path} is a safetensors file but not an fmnist classifier (no {FORMAT_KEY}={FORMAT} metadata); write one "
+            "with `python export.py ckpt_path=<run>/checkpoints/best.ckpt format=safetensors`."
+        )
+    try:
+        hparams = json.loads(metadata[HPARAMS_KEY])
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{path}: its {HPARAMS_KEY} metadata is not valid JSON ({e}).") from e
+    return build(hparams, state_dict, path)
+
+
+def save_safetensors(model: Classifier, path: str | Path, extra: dict[str, str] | None = None) -> None:
+    """The model's state dict as tensors, its hyperparameters as JSON metadata (written atomically)."""
+    from safetensors.torch import save_file
+
+    from fmnist.predict.output import atomic_path
+
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    metadata = {FORMAT_KEY: FORMAT, HPARAMS_KEY: json.dumps(dict(model.hparams), sort_keys=True), **(extra or {})}
+    with atomic_path(Path(path)) as tmp:
+        save_file(state, str(tmp), metadata=metadata)
+
+
+def load_classifier(path: str | Path) -> Classifier:
+    """A Classifier in eval mode on the CPU from a .safetensors file or a Lightning .ckpt (weights_only loading)."""
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        return load_safetensors(path)
+    checkpoint = read_classifier_checkpoint(path)
+    return build(dict(checkpoint["hyper_parameters"]), checkpoint["state_dict"], path)

@@ -1,0 +1,329 @@
+"""predict.py and export.py: preprocessing, reading inputs safely, predictions, ONNX/TorchScript/safetensors
+export, the shipped model, and every bad input ending in one message naming the file and exit 2."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hydra.utils import instantiate
+from PIL import Image, ImageDraw
+
+from fmnist import PROJECT_ROOT
+from fmnist.data.idx import IMAGE_MAGIC, load_idx_gz
+from fmnist.predict.export import export
+from fmnist.predict.images import read_items
+from fmnist.predict.model import load_classifier, save_safetensors
+from fmnist.predict.preprocess import photo_to_fmnist, prepare
+from fmnist.predict.task import predict
+from fmnist.utils.runtime import report_user_errors
+
+from conftest import HAVE_REAL_DATA, REAL_DATA, compose_cfg, idx_bytes, run_cli
+
+SHIPPED = PROJECT_ROOT / "models" / "fmnist_cnn.safetensors"
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory) -> Path:
+    """A Classifier with the default CNN config and untrained weights, as a Lightning-style .ckpt."""
+    root = tmp_path_factory.mktemp("model")
+    cfg = compose_cfg("train", ["data.system_dir=null"], root / "run")
+    torch.manual_seed(0)
+    model = instantiate(cfg.model)
+    path = root / "random.ckpt"
+    torch.save({"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams)}, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def test_images() -> tuple[np.ndarray, np.ndarray]:
+    """The first 40 real test images and labels if the data set is installed, else structured random ones."""
+    if HAVE_REAL_DATA:
+        images = load_idx_gz(REAL_DATA / "t10k-images-idx3-ubyte.gz", IMAGE_MAGIC, None)[:40].numpy()
+        labels = load_idx_gz(REAL_DATA / "t10k-labels-idx1-ubyte.gz", 2049, None)[:40].numpy()
+        return images, labels
+    rng = np.random.default_rng(0)
+    images = np.zeros((40, 28, 28), np.uint8)
+    for i in range(40):
+        top, left = rng.integers(0, 10, 2)
+        images[i, top : top + 18, left : left + 18] = rng.integers(40, 255, (18, 18))
+    return images, np.zeros(40, np.int64)
+
+
+def run_predict(tmp_path: Path, *overrides: str) -> list[dict]:
+    cfg = compose_cfg("predict", [f"paths.log_dir={tmp_path / 'out'}", *overrides], tmp_path / "run")
+    return report_user_errors(predict, cfg)
+
+
+def forward_classes(model_path: Path, images: np.ndarray) -> list[int]:
+    model = load_classifier(model_path)
+    with torch.no_grad():
+        return model(torch.from_numpy(images).float().div(255).unsqueeze(1)).argmax(1).tolist()
+
+
+def top1(rows: list[dict]) -> list[int]:
+    return [r["index"] for r in rows if r["rank"] == 1]
+
+
+# --- preprocessing -----------------------------------------------------------------------------------------------
+def photo(size=(300, 200), box=(20, 30, 110, 170), fill=40, background=235) -> Image.Image:
+    """A dark garment-like shape (a shirt body with sleeves) off-centre on a larger light canvas."""
+    image = Image.new("RGB", size, (background, background, background - 5))
+    left, top, right, bottom = box
+    draw = ImageDraw.Draw(image)
+    w = right - left
+    draw.rectangle([left + w // 4, top, right - w // 4, bottom], fill=(fill, fill, fill + 20))
+    draw.polygon([(left, top + 20), (left + w // 4, top), (left + w // 4, top + 50)], fill=(fill, fill, fill))
+    draw.polygon([(right, top + 20), (right - w // 4, top), (right - w // 4, top + 50)], fill=(fill, fill, fill))
+    return image
+
+
+def test_photo_becomes_centred_light_on_black_28x28():
+    out = prepare(photo(), "photo")
+    assert out.shape == (28, 28) and out.dtype == np.uint8
+    corners = [out[0, 0], out[0, -1], out[-1, 0], out[-1, -1]]
+    assert max(corners) == 0, "the light background became black"
+    assert out.max() == 255 and out[14, 14] > 200, "the dark garment became light"
+    rows, cols = np.flatnonzero(out.max(1) > 64), np.flatnonzero(out.max(0) > 64)
+    assert rows[0] <= 1 and rows[-1] >= 26, "the longest edge (height) spans the 28 pixels"
+    assert abs((cols[0] + cols[-1]) / 2 - 13.5) <= 1, "centred horizontally"
+    mass = out.astype(float)
+    centroid = (mass.sum(1) @ np.arange(28)) / mass.sum(), (mass.sum(0) @ np.arange(28)) / mass.sum()
+    assert abs(centroid[1] - 13.5) <= 1.0, centroid
+
+
+def test_photo_on_dark_background_is_not_inverted():
+    light_on_dark = 255 - np.asarray(photo().convert("L"))
+    assert np.array_equal(photo_to_fmnist(light_on_dark), prepare(photo(), "photo"))
+
+
+def test_preprocess_none_passes_28x28_unchanged(tmp_path, test_images):
+    image = test_images[0][3]
+    Image.fromarray(image).save(tmp_path / "x.png")
+    (item,) = read_items(tmp_path / "x.png", "none")
+    assert np.array_equal(item.pixels, image)
+
+
+# --- predictions -------------------------------------------------------------------------------------------------
+def test_png_predictions_match_forward_on_tensors(tmp_path, ckpt, test_images):
+    images, _ = test_images
+    folder = tmp_path / "pngs"
+    folder.mkdir()
+    for i, image in enumerate(images):
+        Image.fromarray(image).save(folder / f"{i:03d}.png")
+    rows = run_predict(tmp_path, f"images={folder}", f"ckpt_path={ckpt}", "preprocess=none", "top_k=2",
+                       f"out={tmp_path / 'preds.json'}", "save_inputs=true")  # fmt: skip
+    assert top1(rows) == forward_classes(ckpt, images)
+    saved = json.loads((tmp_path / "preds.json").read_text())
+    assert [s["top"][0]["index"] for s in saved] == top1(rows) and len(saved[0]["top"]) == 2
+    assert (tmp_path / "run" / "inputs.png").is_file()
+
+
+def test_npy_and_idx_inputs(tmp_path, ckpt, test_images):
+    images = test_images[0][:10]
+    np.save(tmp_path / "x.npy", images)
+    (tmp_path / "x-idx3-ubyte.gz").write_bytes(gzip.compress(idx_bytes(images)))
+    rows = run_predict(tmp_path, f"images=[{tmp_path / 'x.npy'},{tmp_path / 'x-idx3-ubyte.gz'}]",
+                       f"ckpt_path={ckpt}", "top_k=1", f"out={tmp_path / 'p.csv'}")  # fmt: skip
+    assert top1(rows) == forward_classes(ckpt, images) * 2
+    assert (tmp_path / "p.csv").read_text().splitlines()[1].startswith(f"{tmp_path / 'x.npy'}[0],1,")
+
+
+def test_folder_skips_bad_files_and_predicts_the_rest(tmp_path, ckpt, caplog):
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    photo().save(folder / "good.jpg")
+    (folder / "notes.txt").write_text("not an image")
+    (folder / "cut.png").write_bytes(png_bytes()[:-200])
+    with caplog.at_level(logging.WARNING, logger="fmnist"):
+        rows = run_predict(tmp_path, f"images={folder}", f"ckpt_path={ckpt}")
+    assert {r["input"] for r in rows} == {str(folder / "good.jpg")}
+    assert "notes.txt" in caplog.text and "cut.png" in caplog.text
+
+
+# --- bad input ---------------------------------------------------------------------------------------------------
+def png_bytes(size=(64, 64)) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, size, dtype=np.uint8)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def png_header(width: int, height: int) -> bytes:
+    """A PNG that declares width x height (8-bit gray) and holds no pixel data: a decompression bomb's header."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+
+
+def write_bad(tmp_path: Path, kind: str) -> Path:
+    path = tmp_path / {"missing": "nothing.png", "text": "notes.png", "truncated_png": "cut.png",
+                       "truncated_jpeg": "cut.jpg", "bomb": "bomb.png", "bomb_warning": "big.png",
+                       "gif": "anim.gif", "npy_shape": "x.npy", "npy_pickle": "o.npy",
+                       "labels_idx": "t10k-labels-idx1-ubyte.gz", "empty": "empty.bmp"}[kind]  # fmt: skip
+    if kind == "text":
+        path.write_text("this is not an image\n")
+    elif kind == "truncated_png":
+        path.write_bytes(png_bytes()[:-300])
+    elif kind == "truncated_jpeg":
+        photo().save(path, format="JPEG")
+        path.write_bytes(path.read_bytes()[:2000])
+    elif kind == "bomb":  # over 2x Image.MAX_IMAGE_PIXELS: Pillow's DecompressionBombError
+        path.write_bytes(png_header(20000, 20000))
+    elif kind == "bomb_warning":  # between 1x and 2x: Pillow only warns, predict refuses
+        path.write_bytes(png_header(10000, 10000))
+    elif kind == "gif":
+        Image.new("L", (28, 28)).save(path, format="GIF")
+    elif kind == "npy_shape":
+        np.save(path, np.zeros((3, 32, 32), np.uint8))
+    elif kind == "npy_pickle":
+        np.save(path, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    elif kind == "labels_idx":
+        path.write_bytes(gzip.compress(struct.pack(">II", 2049, 3) + bytes(3)))
+    elif kind == "empty":
+        path.write_bytes(b"")
+    return path
+
+
+BAD_INPUTS = {
+    "missing": "does not exist",
+    "text": "unknown format",
+    "truncated_png": "truncated or corrupt",
+    "truncated_jpeg": "truncated or corrupt",
+    "bomb": "decompression bomb",
+    "bomb_warning": "decompression bomb",
+    "gif": "is a GIF file",
+    "npy_shape": "shape (3, 32, 32)",
+    "npy_pickle": "not a readable .npy",
+    "labels_idx": "not a Fashion-MNIST image file",
+    "empty": "is empty",
+}
+
+
+@pytest.mark.parametrize("kind", sorted(BAD_INPUTS))
+def test_bad_input_exits_2_naming_the_file(kind, tmp_path, ckpt, caplog):
+    path = write_bad(tmp_path, kind)
+    with caplog.at_level(logging.ERROR, logger="fmnist"), pytest.raises(SystemExit) as exit_info:
+        run_predict(tmp_path, f"images={path}", f"ckpt_path={ckpt}")
+    assert exit_info.value.code == 2
+    assert str(path) in caplog.text and BAD_INPUTS[kind] in caplog.text, caplog.text
+
+
+def test_preprocess_none_refuses_other_sizes(tmp_path, ckpt, caplog):
+    photo().save(tmp_path / "big.png")
+    with caplog.at_level(logging.ERROR, logger="fmnist"), pytest.raises(SystemExit) as exit_info:
+        run_predict(tmp_path, f"images={tmp_path / 'big.png'}", f"ckpt_path={ckpt}", "preprocess=none")
+    assert exit_info.value.code == 2 and "big.png is 300x200" in caplog.text
+
+
+def test_uniform_image_has_no_object(tmp_path, ckpt, caplog):
+    Image.new("RGB", (50, 50), "white").save(tmp_path / "blank.webp", format="WEBP")
+    with caplog.at_level(logging.ERROR, logger="fmnist"), pytest.raises(SystemExit):
+        run_predict(tmp_path, f"images={tmp_path / 'blank.webp'}", f"ckpt_path={ckpt}")
+    assert "blank.webp shows no object" in caplog.text
+
+
+@pytest.mark.parametrize("kind", ["gan", "plain_safetensors", "missing", "garbage"])
+def test_checkpoint_that_is_not_a_classifier_exits_2(kind, tmp_path, caplog):
+    from safetensors.torch import save_file
+
+    photo().save(tmp_path / "x.png")
+    path = tmp_path / ("model.safetensors" if "safetensors" in kind else "model.ckpt")
+    if kind == "gan":
+        torch.save({"state_dict": {}, "hyper_parameters": {"generator": {}}}, path)
+    elif kind == "plain_safetensors":
+        save_file({"w": torch.zeros(2)}, str(path))
+    elif kind == "garbage":
+        path.write_bytes(b"\x00" * 100)
+    with caplog.at_level(logging.ERROR, logger="fmnist"), pytest.raises(SystemExit) as exit_info:
+        run_predict(tmp_path, f"images={tmp_path / 'x.png'}", f"ckpt_path={path}")
+    assert exit_info.value.code == 2 and str(path) in caplog.text, caplog.text
+
+
+def test_unsafe_target_in_model_file_is_refused(tmp_path, ckpt):
+    from fmnist.utils.errors import CheckpointError
+
+    checkpoint = torch.load(ckpt, weights_only=True)
+    checkpoint["hyper_parameters"]["finetuning"] = {"_target_": "os.system", "command": "echo hi"}
+    torch.save(checkpoint, tmp_path / "evil.ckpt")
+    with pytest.raises(CheckpointError, match=r"os\.system"):
+        load_classifier(tmp_path / "evil.ckpt")
+
+
+def test_cli_exit_codes(tmp_path, ckpt):
+    bad = write_bad(tmp_path, "truncated_png")
+    result = run_cli("predict.py", f"images={bad}", f"ckpt_path={ckpt}", f"paths.log_dir={tmp_path}")
+    assert result.returncode == 2 and f"{bad} is truncated or corrupt" in result.stdout + result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+    photo().save(tmp_path / "shirt.png")
+    result = run_cli("predict.py", f"images={tmp_path}/*.png", f"ckpt_path={ckpt}", f"paths.log_dir={tmp_path}")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Predictions · random.ckpt" in result.stdout and "1 of 2 inputs skipped" in result.stdout
+
+
+# --- export and the shipped model --------------------------------------------------------------------------------
+def run_export(tmp_path: Path, *overrides: str) -> dict:
+    cfg = compose_cfg("export", [f"paths.log_dir={tmp_path / 'out'}", *overrides], tmp_path / "run")
+    return report_user_errors(export, cfg)
+
+
+def test_onnx_logits_match_pytorch(tmp_path, ckpt, test_images):
+    import onnxruntime as ort
+
+    result = run_export(tmp_path, f"ckpt_path={ckpt}", "format=onnx", f"out={tmp_path / 'm.onnx'}")
+    session = ort.InferenceSession(result["out"], providers=["CPUExecutionProvider"])
+    images = torch.from_numpy(test_images[0]).float().div(255).unsqueeze(1)
+    with torch.no_grad():
+        expected = load_classifier(ckpt)(images).numpy()
+    for batch in (images[:1], images):  # the batch axis is dynamic
+        (logits,) = session.run(["logits"], {"images": batch.numpy()})
+        assert np.abs(logits - expected[: len(batch)]).max() < 1e-4
+    meta = json.loads((tmp_path / "m.json").read_text())
+    assert meta["class_names"][0] == "T-shirt/top" and meta["input"]["shape"] == ["batch", 1, 28, 28]
+    assert meta["max_abs_logit_diff_vs_pytorch"] < 1e-4
+
+
+def test_torchscript_and_safetensors_exports(tmp_path, ckpt, test_images):
+    images = torch.from_numpy(test_images[0]).float().div(255).unsqueeze(1)
+    with torch.no_grad():
+        expected = load_classifier(ckpt)(images)
+    run_export(tmp_path, f"ckpt_path={ckpt}", "format=torchscript", f"out={tmp_path / 'm.pt'}")
+    with torch.no_grad():
+        assert torch.allclose(torch.jit.load(tmp_path / "m.pt")(images), expected, atol=1e-5)
+    run_export(tmp_path, f"ckpt_path={ckpt}", "format=safetensors", f"out={tmp_path / 'm.safetensors'}")
+    with torch.no_grad():
+        assert torch.equal(load_classifier(tmp_path / "m.safetensors")(images), expected)
+
+
+def test_safetensors_round_trip_keeps_every_tensor(tmp_path, ckpt):
+    model = load_classifier(ckpt)
+    save_safetensors(model, tmp_path / "m.safetensors")
+    again = load_classifier(tmp_path / "m.safetensors")
+    assert all(torch.equal(v, again.state_dict()[k]) for k, v in model.state_dict().items())
+
+
+def test_shipped_model_is_small_and_loads():
+    assert SHIPPED.is_file() and SHIPPED.stat().st_size < 5 * 2**20
+    model = load_classifier(SHIPPED)
+    assert list(model.hparams.class_names)[1] == "Trouser"
+
+
+@pytest.mark.realdata
+@pytest.mark.skipif(not HAVE_REAL_DATA, reason="the real Fashion-MNIST files are not installed")
+def test_shipped_model_is_accurate_on_real_test_images(tmp_path):
+    images = load_idx_gz(REAL_DATA / "t10k-images-idx3-ubyte.gz", IMAGE_MAGIC, None)[:500].numpy()
+    labels = load_idx_gz(REAL_DATA / "t10k-labels-idx1-ubyte.gz", 2049, None)[:500].numpy()
+    np.save(tmp_path / "test.npy", images)
+    rows = run_predict(tmp_path, f"images={tmp_path / 'test.npy'}", "top_k=1")  # the default ckpt_path: shipped
+    assert np.mean(np.array(top1(rows)) == labels) > 0.88
