@@ -13,8 +13,6 @@ Read it with `load_synthetic(path)` or `safetensors.torch.load_file(path)`.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -23,7 +21,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 from torch import nn
 
-from fmnist.utils.io import read_checkpoint
+from fmnist.utils.io import atomic_path, read_checkpoint
 from fmnist.data.datamodule import CLASSES, FashionMNISTDataModule, TensorBatches, to_unit_float
 from fmnist.utils.errors import CheckpointError, DataError, UserError
 
@@ -37,11 +35,8 @@ def save_synthetic(path: str | Path, images: torch.Tensor, labels: torch.Tensor,
     labels = labels.to(torch.float32 if labels.is_floating_point() else torch.int64)  # soft labels stay soft
     tensors = {"images": images.to(torch.uint8).contiguous(), "labels": labels.contiguous()}
     meta = {"format": FORMAT, **{k: v if isinstance(v, str) else json.dumps(v) for k, v in metadata.items()}}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(fd)
-    save_file(tensors, tmp, metadata=meta)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
     return path
 
 

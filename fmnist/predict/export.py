@@ -25,9 +25,9 @@ from torch import nn
 from fmnist import PROJECT_ROOT
 from fmnist.models.classifier import Classifier
 from fmnist.predict.model import load_classifier, save_safetensors
-from fmnist.predict.output import atomic_path
 from fmnist.predict.preprocess import BACKGROUND_TOLERANCE
 from fmnist.utils.errors import UserError
+from fmnist.utils.io import atomic_path
 from fmnist.utils.runtime import report_user_errors, setup_runtime
 
 log = logging.getLogger("fmnist")

@@ -16,7 +16,7 @@ import torch
 
 from fmnist.models.classifier import Classifier
 from fmnist.utils.errors import CheckpointError
-from fmnist.utils.io import read_classifier_checkpoint
+from fmnist.utils.io import atomic_path, read_classifier_checkpoint
 
 HPARAMS_KEY = "fmnist.hparams"
 FORMAT_KEY = "fmnist.format"
@@ -80,8 +80,6 @@ def load_safetensors(path: str | Path) -> Classifier:
 def save_safetensors(model: Classifier, path: str | Path, extra: dict[str, str] | None = None) -> None:
     """The model's state dict as tensors, its hyperparameters as JSON metadata (written atomically)."""
     from safetensors.torch import save_file
-
-    from fmnist.predict.output import atomic_path
 
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     metadata = {FORMAT_KEY: FORMAT, HPARAMS_KEY: json.dumps(dict(model.hparams), sort_keys=True), **(extra or {})}

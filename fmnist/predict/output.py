@@ -1,36 +1,16 @@
-"""Writing prediction results: atomic files (a temporary file in the same folder, then a rename), CSV/JSON tables
-and the PNG grid of what the model saw."""
+"""Writing prediction results: CSV/JSON tables and the PNG grid of what the model saw (atomic writes)."""
 
 from __future__ import annotations
 
 import csv
 import json
 import math
-import os
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from fmnist.utils.errors import UserError
-
-
-@contextmanager
-def atomic_path(path: Path) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; on success it replaces `path`, so no reader sees half a file."""
-    if not path.parent.is_dir():
-        raise UserError(f"Cannot write {path}: folder {path.parent} does not exist.")
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+from fmnist.utils.io import atomic_path
 
 
 def write_predictions(path: Path, rows: list[dict]) -> None:

@@ -1,15 +1,35 @@
-"""Reading checkpoints safely: `torch.load(weights_only=True)` only, so a file from elsewhere cannot run code."""
+"""Reading checkpoints safely (`torch.load(weights_only=True)` only, so a file from elsewhere cannot run code) and
+writing outputs atomically (a temporary file beside the target, then a rename: no reader sees half a file)."""
 
 from __future__ import annotations
 
+import os
 import pickle
+import tempfile
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from fmnist.utils.errors import CheckpointError
+from fmnist.utils.errors import CheckpointError, UserError
+
+
+@contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; on success it replaces `path`, so no reader sees half a file."""
+    if not path.parent.is_dir():
+        raise UserError(f"Cannot write {path}: folder {path.parent} does not exist.")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:

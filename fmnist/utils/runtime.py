@@ -7,7 +7,6 @@ import json
 import logging
 import os
 import sys
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from fmnist import PROJECT_ROOT
 from fmnist.utils.errors import UserError
-from fmnist.utils.io import run_dir_of
+from fmnist.utils.io import atomic_path, run_dir_of
 
 log = logging.getLogger("fmnist")
 
@@ -97,11 +96,8 @@ def resolve_precision(trainer_cfg: DictConfig) -> None:
 
 def write_json(path: Path, data: dict) -> None:
     """Write JSON atomically: a reader (or a crash) never sees a half-written file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=2, sort_keys=True)
-    os.chmod(tmp, 0o644)  # mkstemp creates 0600
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
 
 
 def scalar_metrics(metrics: dict[str, Any]) -> dict[str, float]:
