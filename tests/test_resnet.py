@@ -12,7 +12,7 @@ from fmnist.models.classifier import Classifier
 from fmnist.models.components.resnet import ResNet
 from fmnist.train import train
 
-from conftest import compose_cfg, tiny_overrides
+from conftest import compose_cfg, tiny_data_overrides, tiny_overrides
 
 PRESET = ["model=resnet", "experiment=fast"]
 
@@ -103,3 +103,75 @@ def test_checkpoint_rebuilds_with_the_same_logits(resnet_run):
         assert loaded(images).shape == (6, 10)
     metrics = json.loads((resnet_run / "metrics.json").read_text())
     assert metrics["best_checkpoint"] == str(path) and metrics["tta"] == "flip"
+
+
+# --- whitening init of the stem (airbench) --------------------------------------------------------------------------
+def stem_outputs(model: ResNet, images: torch.Tensor) -> torch.Tensor:
+    """The stem conv's responses as (pixels, channels), without BN and ReLU."""
+    conv = model.features[0][0]
+    return torch.nn.functional.conv2d(images, conv.weight).permute(0, 2, 3, 1).reshape(-1, conv.out_channels)
+
+
+def test_whitening_init_makes_the_stem_decorrelate_its_input():
+    torch.manual_seed(0)
+    images = torch.nn.functional.avg_pool2d(torch.rand(400, 1, 30, 30), 3, stride=1)  # neighbouring pixels correlate
+    model = ResNet(widths=(16, 32), stem=16, whiten="frozen")
+    raw = torch.corrcoef(stem_outputs(model, images).T)[:8, :8]
+    model.init_whitening(images, eps=1e-8)  # the default eps damps the faintest directions, by design
+    responses = stem_outputs(model, images)
+    white = torch.cov(responses[:, :8].T)  # the 8 principal directions: unit variance, uncorrelated
+    assert torch.allclose(white, torch.eye(8), atol=0.05), white
+    assert (raw - torch.eye(8)).abs().max() > 0.3, "a random init does not decorrelate"
+    assert torch.allclose(responses[:, 8:], -responses[:, :8])  # the negated copies
+    conv = model.features[0][0]
+    assert not conv.weight.requires_grad
+    trainable = ResNet(widths=(16, 32), stem=16, whiten="trainable")
+    trainable.init_whitening(images)
+    assert trainable.features[0][0].weight.requires_grad
+
+
+def test_whitening_refuses_a_stem_it_cannot_fill():
+    with pytest.raises(ValueError, match="even stem width of at most 18"):
+        ResNet(widths=(16, 32), stem=20, whiten="frozen")
+    with pytest.raises(ValueError, match="whiten must be"):
+        ResNet(widths=(16, 32), whiten="yes")
+
+
+# --- EMA of the weights: what is validated, saved and tested ----------------------------------------------------
+@pytest.fixture(scope="module")
+def ema_run(tiny_data, tmp_path_factory) -> Path:
+    """Two epochs of the fast preset with EMA and a frozen whitened stem, on the tiny data."""
+    root = tmp_path_factory.mktemp("ema")
+    overrides = [*tiny_overrides(tiny_data, root), *PRESET, "callbacks=ema", "callbacks.ema.decay=0.9"]
+    overrides += ["model.backbone.whiten=frozen", "model.backbone.widths=[16,32,64]"]
+    train(compose_cfg("train", overrides, root / "run"))
+    return root / "run"
+
+
+def test_ema_weights_are_the_ones_saved_and_scored(ema_run, tiny_data):
+    from fmnist.evaluate import evaluate
+
+    path = ema_run / "checkpoints" / "best.ckpt"
+    checkpoint = torch.load(path, weights_only=True)
+    averaged, raw = checkpoint["state_dict"], checkpoint["current_model_state"]
+    name = "backbone.head.weight"
+    assert not torch.allclose(averaged[name], raw[name]), "the average differs from the last raw weights"
+    metrics = json.loads((ema_run / "metrics.json").read_text())
+    # scoring the averaged weights again gives the run's test figures; the raw weights give other ones
+    eval_overrides = [*tiny_data_overrides(tiny_data, ema_run.parent), f"ckpt_path={path}", "tta=flip"]
+    again = evaluate(compose_cfg("eval", eval_overrides, ema_run.parent / "eval"))
+    assert again["test/acc"] == pytest.approx(metrics["test/acc"], abs=1e-6)
+    assert again["test/nll"] == pytest.approx(metrics["test/nll"], abs=1e-5)
+    torch.save({**checkpoint, "state_dict": raw}, ema_run.parent / "raw.ckpt")
+    eval_overrides[-2] = f"ckpt_path={ema_run.parent / 'raw.ckpt'}"
+    raw_scores = evaluate(compose_cfg("eval", eval_overrides, ema_run.parent / "eval_raw"))
+    assert raw_scores["test/nll"] != pytest.approx(metrics["test/nll"], abs=1e-4)
+
+
+def test_frozen_whitened_stem_is_kept_through_training(ema_run):
+    loaded = Classifier.load_from_checkpoint(ema_run / "checkpoints" / "last.ckpt", weights_only=True)
+    trained = loaded.backbone.features[0][0].weight.detach()
+    fresh = ResNet(widths=(16, 32, 64), stem=16, whiten="frozen")
+    assert not torch.allclose(trained, fresh.features[0][0].weight), "not the random init"
+    pairs = trained.view(16, -1)
+    assert torch.allclose(pairs[8:], -pairs[:8])  # still the +- whitening filters: the frozen layer never moved

@@ -130,6 +130,14 @@ class Classifier(pl.LightningModule):
         return self.backbone(self.prepare_input(images))
 
     # --- training ------------------------------------------------------------------------------------------------
+    def on_fit_start(self) -> None:
+        """A backbone with a data-dependent init (ResNet's `whiten`) gets the training images, once: not when
+        resuming, where the checkpoint holds the weights. A frozen layer gets no gradient, so SGD leaves it (and
+        its weight decay) alone."""
+        if getattr(self.backbone, "whiten", None) and self.trainer.global_step == 0 and not self.trainer.ckpt_path:
+            images = self.trainer.datamodule.train_set.images[:10_000].to(self.device)  # 10k: stable statistics
+            self.backbone.init_whitening(self.prepare_input(images))
+
     def on_train_start(self) -> None:
         if self.trainer.current_epoch == 0:  # not when resuming: then the best so far comes from the checkpoint
             self.val_acc_best.reset()

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -40,6 +41,9 @@ class ResNet(nn.Module):
     pool: "max" (Page's choice: the strongest response anywhere) or "avg" for the global pooling before the head.
     scale: multiplies the logits; Page's 0.125 keeps the early softmax soft, which behaves like a lower learning rate
         on the head and stabilises the high-lr SGD schedule. 1.0 = a plain linear head.
+    whiten: initialise the stem conv from the training data (airbench): "frozen" or "trainable", null = random.
+        The stem's filters become the top principal directions of the 3x3 input patches, scaled to unit variance,
+        each with its negation, so the ReLU after it keeps both signs. See `init_whitening`.
     num_classes, in_chans, image_size: the same keywords as SimpleCNN, filled in by conf/model/*.yaml.
     """
 
@@ -50,6 +54,7 @@ class ResNet(nn.Module):
         stem: int | None = None,
         pool: str = "max",
         scale: float = 0.125,
+        whiten: str | None = None,
         num_classes: int = 10,
         in_chans: int = 1,
         image_size: int = 28,
@@ -65,7 +70,13 @@ class ResNet(nn.Module):
         if pool not in ("max", "avg"):
             raise ValueError(f"pool must be 'max' or 'avg', not {pool!r}")
 
+        if whiten not in (None, "frozen", "trainable"):
+            raise ValueError(f"whiten must be 'frozen', 'trainable' or null, not {whiten!r}")
         c_in = stem or widths[0]
+        if whiten and (c_in % 2 or c_in // 2 > in_chans * 9):
+            # pairs of +-filters, at most one pair per dimension of a 3x3 patch
+            raise ValueError(f"whiten needs an even stem width of at most {2 * in_chans * 9}, not {c_in}")
+        self.whiten = whiten
         layers: list[nn.Module] = [conv_bn(in_chans, c_in)]
         for width, n_blocks in zip(widths, depths, strict=True):
             layers += [conv_bn(c_in, width), nn.MaxPool2d(2)]
@@ -81,3 +92,21 @@ class ResNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         features = self.pool(self.features(x)).flatten(1)
         return self.head(features) * self.scale
+
+    @torch.no_grad()
+    def init_whitening(self, images: torch.Tensor, eps: float = 5e-4) -> None:
+        """Set the stem conv to the whitening filters of `images` ((N, C, H, W), normalised as the model sees
+        them): the eigenvectors of the 3x3-patch covariance with the largest eigenvalues, divided by the square
+        root of their eigenvalue, and their negations. The first layer then starts out decorrelating its input,
+        which airbench found to shorten training; `frozen` keeps it fixed (fewer parameters to fit)."""
+        conv: nn.Conv2d = self.features[0][0]
+        c_in = conv.in_channels
+        patches = F.unfold(images.float(), kernel_size=3).transpose(1, 2).reshape(-1, c_in * 9)
+        patches = patches - patches.mean(0)
+        covariance = patches.T @ patches / len(patches)
+        eigenvalues, eigenvectors = torch.linalg.eigh(covariance)  # ascending
+        k = conv.out_channels // 2
+        top = eigenvectors[:, -k:].T / (eigenvalues[-k:, None] + eps).sqrt()
+        filters = torch.cat([top, -top]).view_as(conv.weight)
+        conv.weight.copy_(filters.to(conv.weight.dtype))
+        conv.weight.requires_grad_(self.whiten != "frozen")
