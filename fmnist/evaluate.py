@@ -1,4 +1,5 @@
-"""`python eval.py ckpt_path=<checkpoint> [splits=[val,test]]`: re-score a checkpoint in a run directory of its own.
+"""`python eval.py ckpt_path=<checkpoint> [splits=[val,test]]`: re-score a checkpoint (a Lightning .ckpt or an
+exported .safetensors model) in a run directory of its own.
 
 The checkpoint rebuilds its model by itself (loaded with weights_only=True) and brings the split settings it was
 trained with, so its validation split is the same one it was selected on."""
@@ -14,8 +15,10 @@ from lightning.pytorch.callbacks import RichProgressBar
 from omegaconf import DictConfig, OmegaConf
 
 from fmnist import PROJECT_ROOT
+from fmnist.data.datamodule import SPLIT_KEYS
 from fmnist.data.tta import check_tta
 from fmnist.models.classifier import Classifier
+from fmnist.predict.model import load_safetensors
 from fmnist.utils.errors import UserError
 from fmnist.utils.io import read_classifier_checkpoint, run_dir_of
 from fmnist.utils.loggers import finish_wandb, log_images
@@ -30,7 +33,6 @@ from fmnist.utils.runtime import (
 )
 
 log = logging.getLogger("fmnist")
-SPLIT_KEYS = ("val_size", "split_seed", "train_fraction")  # what defines the checkpoint's validation split
 
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
@@ -38,13 +40,19 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     if not splits or set(splits) - {"val", "test"}:
         raise UserError(f"splits={splits}: choose from val and test, e.g. splits=[val,test].")
     check_tta(cfg.tta)
-    checkpoint = read_classifier_checkpoint(cfg.ckpt_path)
+    if Path(cfg.ckpt_path).suffix == ".safetensors":  # an exported model (python export.py, the shipped one)
+        model = load_safetensors(cfg.ckpt_path)
+        trained_with = model.trained_split
+        if not trained_with and "val" in splits:
+            log.warning(f"{cfg.ckpt_path} does not record its training split; val uses the data config's split.")
+    else:
+        checkpoint = read_classifier_checkpoint(cfg.ckpt_path)
+        model = Classifier.load_from_checkpoint(cfg.ckpt_path, map_location="cpu", weights_only=True)
+        trained_with = checkpoint.get("datamodule_hyper_parameters") or {}
     setup_runtime(cfg)
     run_dir = Path(cfg.paths.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    model = Classifier.load_from_checkpoint(cfg.ckpt_path, map_location="cpu", weights_only=True)
     model.tta = cfg.tta
-    trained_with = checkpoint.get("datamodule_hyper_parameters") or {}
     datamodule = instantiate(cfg.data, **{k: trained_with[k] for k in SPLIT_KEYS if k in trained_with})
     datamodule.setup("test")
     loggers = instantiate_group(cfg.get("logger"))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import json
 import logging
+import re
 import struct
 import zlib
 from pathlib import Path
@@ -38,7 +39,9 @@ def ckpt(tmp_path_factory) -> Path:
     torch.manual_seed(0)
     model = instantiate(cfg.model)
     path = root / "random.ckpt"
-    torch.save({"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams)}, path)
+    split = {"val_size": 5000, "split_seed": 0, "train_fraction": 1.0, "batch_size": 128}  # as a datamodule saves it
+    torch.save({"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams),
+                "datamodule_hyper_parameters": split}, path)  # fmt: skip
     return path
 
 
@@ -302,8 +305,11 @@ def test_torchscript_and_safetensors_exports(tmp_path, ckpt, test_images):
     with torch.no_grad():
         assert torch.allclose(torch.jit.load(tmp_path / "m.pt")(images), expected, atol=1e-5)
     run_export(tmp_path, f"ckpt_path={ckpt}", "format=safetensors", f"out={tmp_path / 'm.safetensors'}")
+    exported = load_classifier(tmp_path / "m.safetensors")
     with torch.no_grad():
-        assert torch.equal(load_classifier(tmp_path / "m.safetensors")(images), expected)
+        assert torch.equal(exported(images), expected)
+    # the split it was selected on travels with it, so eval.py splits=[val] scores the same validation images
+    assert exported.trained_split == {"val_size": 5000, "split_seed": 0, "train_fraction": 1.0}
 
 
 def test_safetensors_round_trip_keeps_every_tensor(tmp_path, ckpt):
@@ -327,3 +333,14 @@ def test_shipped_model_is_accurate_on_real_test_images(tmp_path):
     np.save(tmp_path / "test.npy", images)
     rows = run_predict(tmp_path, f"images={tmp_path / 'test.npy'}", "top_k=1")  # the default ckpt_path: shipped
     assert np.mean(np.array(top1(rows)) == labels) > 0.88
+
+
+@pytest.mark.realdata
+@pytest.mark.skipif(not HAVE_REAL_DATA, reason="the real Fashion-MNIST files are not installed")
+def test_eval_reproduces_the_model_cards_test_accuracy(tmp_path):
+    card = (SHIPPED.parent / "README.md").read_text()
+    stated = float(re.search(r"\*\*test accuracy ([\d.]+) %\*\*", card).group(1))  # with flip TTA, as trained
+    result = run_cli("eval.py", f"ckpt_path={SHIPPED}", "tta=flip", f"hydra.run.dir={tmp_path / 'eval'}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert round(100 * metrics["test/acc"], 2) == stated

@@ -46,6 +46,10 @@ class TensorBatches(Dataset):
         return self.images[index], self.labels[index]
 
 
+VAL_SPLIT_KEYS = ("val_size", "split_seed")  # the validation split is drawn from these alone (stratified_split)
+SPLIT_KEYS = (*VAL_SPLIT_KEYS, "train_fraction")  # and the share of the rest kept for training
+
+
 def to_unit_float(images: torch.Tensor) -> torch.Tensor:
     """uint8 images (B, H, W) or (B, 1, H, W) -> float (B, 1, H, W) in [0, 1]; float input passes unchanged."""
     if images.dtype == torch.uint8:

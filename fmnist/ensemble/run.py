@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from fmnist import PROJECT_ROOT
-from fmnist.data.datamodule import to_unit_float
+from fmnist.data.datamodule import VAL_SPLIT_KEYS, to_unit_float
 from fmnist.data.tta import check_tta, tta_logits
 from fmnist.ensemble.combine import Combination, check_methods, fit_combination, fit_temperature
 from fmnist.ensemble.report import build_report, write_outputs
@@ -34,7 +34,6 @@ from fmnist.utils.loggers import finish_wandb
 from fmnist.utils.runtime import instantiate_group, report_user_errors, setup_runtime
 
 log = logging.getLogger("fmnist")
-SPLIT_KEYS = ("val_size", "split_seed")  # the validation split is drawn from these alone (stratified_split)
 
 
 @dataclass
@@ -42,7 +41,7 @@ class Member:
     name: str
     ckpt_path: Path
     run_dir: Path | None
-    split: dict  # the data settings the member was trained with (SPLIT_KEYS and checksums)
+    split: dict  # the data settings the member was trained with (VAL_SPLIT_KEYS and checksums)
     data: dict  # all its datamodule settings (train_fraction, data_dir, ...), to rebuild its training split
     model: Classifier
 
@@ -98,12 +97,12 @@ def load_members(paths: list[Path], data_checksums: dict | None) -> list[Member]
     for i, path in enumerate(paths):
         checkpoint = read_classifier_checkpoint(path)  # refuses unsafe, corrupt, GAN and non-classifier files
         trained_with = checkpoint.get("datamodule_hyper_parameters")
-        if not trained_with or any(k not in trained_with for k in SPLIT_KEYS):
+        if not trained_with or any(k not in trained_with for k in VAL_SPLIT_KEYS):
             raise CheckpointError(
                 f"{path} does not record the data split it was trained with (datamodule_hyper_parameters), so its "
                 "validation images cannot be known. Use checkpoints written by `python train.py`."
             )
-        split = {k: trained_with[k] for k in (*SPLIT_KEYS, "checksums")}
+        split = {k: trained_with[k] for k in (*VAL_SPLIT_KEYS, "checksums")}
         model = Classifier.load_from_checkpoint(path, map_location="cpu", weights_only=True).eval()
         run_dir = run_dir_of(path)
         members.append(Member(member_name(i, path, run_dir), path, run_dir, split, dict(trained_with), model))
@@ -181,7 +180,7 @@ def ensemble(cfg: DictConfig) -> dict:
     members = load_members(paths, checksums)
     run_dir = Path(cfg.paths.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    datamodule = instantiate(cfg.data, **{k: members[0].split[k] for k in SPLIT_KEYS})
+    datamodule = instantiate(cfg.data, **{k: members[0].split[k] for k in VAL_SPLIT_KEYS})
     datamodule.setup("test")
     device, batch_size = resolve_device(cfg.device), int(cfg.batch_size)
     log.info(f"{len(members)} members: " + ", ".join(f"{m.name} ({m.ckpt_path})" for m in members))

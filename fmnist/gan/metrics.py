@@ -31,14 +31,14 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torchmetrics.image.fid import FrechetInceptionDistance
 
-from fmnist.data.datamodule import CLASSES, FashionMNISTDataModule
+from fmnist.data.datamodule import CLASSES, SPLIT_KEYS, FashionMNISTDataModule
 from fmnist.data.synthetic import SyntheticDataModule
 from fmnist.models.classifier import Classifier, metric_suffix
 from fmnist.utils.loggers import CSVLogger
 from fmnist.utils.runtime import scalar_metrics, write_json
 
 log = logging.getLogger("fmnist")
-SPLIT_KEYS = ("val_size", "split_seed", "train_fraction", "checksums")  # what defines the training split
+TRAINED_ON = (*SPLIT_KEYS, "checksums")  # what defines the training split
 
 
 def as_dict(cfg: DictConfig | dict) -> dict[str, Any]:
@@ -52,7 +52,7 @@ def cache_key(settings: dict[str, Any]) -> str:
 
 def split_settings(data_cfg: DictConfig | dict) -> dict[str, Any]:
     data = as_dict(data_cfg)
-    return {k: data.get(k) for k in SPLIT_KEYS}
+    return {k: data.get(k) for k in TRAINED_ON}
 
 
 @contextmanager

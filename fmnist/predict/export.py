@@ -23,11 +23,12 @@ from omegaconf import DictConfig
 from torch import nn
 
 from fmnist import PROJECT_ROOT
+from fmnist.data.datamodule import SPLIT_KEYS
 from fmnist.models.classifier import Classifier
-from fmnist.predict.model import load_classifier, save_safetensors
+from fmnist.predict.model import SPLIT_KEY, load_classifier, save_safetensors
 from fmnist.predict.preprocess import BACKGROUND_TOLERANCE
 from fmnist.utils.errors import UserError
-from fmnist.utils.io import atomic_path
+from fmnist.utils.io import atomic_path, read_classifier_checkpoint
 from fmnist.utils.runtime import report_user_errors, setup_runtime
 
 log = logging.getLogger("fmnist")
@@ -149,7 +150,11 @@ def export(cfg: DictConfig) -> dict:
     elif cfg.format == "torchscript":
         diff = export_torchscript(model, out)
     else:
-        save_safetensors(model, out, extra={"fmnist.source": Path(cfg.ckpt_path).name})
+        extra = {"fmnist.source": Path(cfg.ckpt_path).name}
+        if Path(cfg.ckpt_path).suffix != ".safetensors":  # the split it was selected on, for eval.py splits=[val]
+            trained_with = read_classifier_checkpoint(cfg.ckpt_path).get("datamodule_hyper_parameters") or {}
+            extra[SPLIT_KEY] = json.dumps({k: trained_with[k] for k in SPLIT_KEYS if k in trained_with})
+        save_safetensors(model, out, extra=extra)
         diff = parity(model, load_classifier(out))
     info = sidecar(model, cfg, out, diff)
     side = out.with_suffix(".json")

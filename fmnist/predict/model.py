@@ -19,6 +19,7 @@ from fmnist.utils.errors import CheckpointError
 from fmnist.utils.io import atomic_path, read_classifier_checkpoint
 
 HPARAMS_KEY = "fmnist.hparams"
+SPLIT_KEY = "fmnist.split"  # JSON of the data settings the model was trained with (SPLIT_KEYS), when known
 FORMAT_KEY = "fmnist.format"
 FORMAT = "fmnist-classifier-v1"
 ALLOWED_TARGETS = ("fmnist.", "torch.optim.", "timm.")
@@ -52,7 +53,8 @@ def build(hparams: dict[str, Any], state_dict: dict[str, torch.Tensor], path: Pa
 
 
 def load_safetensors(path: str | Path) -> Classifier:
-    """Rebuild a Classifier from a file written by `save_safetensors` (no pickle involved)."""
+    """Rebuild a Classifier from a file written by `save_safetensors` (no pickle involved). The data settings it
+    was trained with, when the file records them, are in `model.trained_split` (else an empty dict)."""
     from safetensors import SafetensorError, safe_open
     from safetensors.torch import load_file
 
@@ -74,7 +76,9 @@ def load_safetensors(path: str | Path) -> Classifier:
         hparams = json.loads(metadata[HPARAMS_KEY])
     except json.JSONDecodeError as e:
         raise CheckpointError(f"{path}: its {HPARAMS_KEY} metadata is not valid JSON ({e}).") from e
-    return build(hparams, state_dict, path)
+    model = build(hparams, state_dict, path)
+    model.trained_split = json.loads(metadata.get(SPLIT_KEY, "{}"))
+    return model
 
 
 def save_safetensors(model: Classifier, path: str | Path, extra: dict[str, str] | None = None) -> None:
