@@ -2,14 +2,14 @@
 
 Every trial is created in the storage (`study.ask`), so several sweep processes on one storage share a study
 without losing or repeating trial numbers; the jobs reconnect to the storage to report per-epoch values and to be
-pruned (fmnist.utils.pruning), which works whichever launcher runs them, in this process or elsewhere.
+pruned (fmnist.utils.pruning), which works whichever launcher runs them, in this process or elsewhere. With
+heartbeats on (an RDB storage), a worker killed mid-trial is noticed by the others, which retry its trial (_workers).
 """
 
 from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,15 +18,15 @@ from hydra.core.plugins import Plugins
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
-from hydra.utils import get_class, instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from optuna.trial import TrialState
 
 from fmnist.utils.errors import UserError
 
 from ._report import best_trial, write_plots, write_results, write_trials_csv
-from ._search_space import SearchSpace, describe, is_finite_number, parse_search_space
+from ._search_space import SearchSpace, describe, is_finite_number, parse_search_space, quote, single_run_overrides
 from ._study import make_pruner, open_storage, redact, storage_spec, study_name
+from ._workers import Heartbeat, ask, fail_stale_trials, make_sampler
 
 log = logging.getLogger(__name__)
 
@@ -47,14 +47,6 @@ def check_objective(config: DictConfig, space: SearchSpace) -> str:
     if "optimized_metric" in space.distributions:
         raise UserError("hydra.sweeper.params: optimized_metric cannot be swept; trials must share one objective.")
     return str(metric)
-
-
-class AskTellGridSampler(optuna.samplers.GridSampler):
-    """Optuna's GridSampler calls study.stop() once the grid is covered, which only works inside study.optimize();
-    the sweeper asks and tells, and checks is_exhausted() itself."""
-
-    def after_trial(self, study: optuna.Study, trial: Any, state: TrialState, values: Any) -> None:
-        pass
 
 
 class OptunaSweeperImpl(Sweeper):
@@ -86,27 +78,22 @@ class OptunaSweeperImpl(Sweeper):
             raise UserError("hydra.sweeper.n_trials and hydra.sweeper.n_jobs must be at least 1.")
         if not 0 <= float(c["max_failure_rate"]) <= 1:
             raise UserError("hydra.sweeper.max_failure_rate is a share of n_trials, between 0 and 1.")
-
-    def _make_sampler(self, space: SearchSpace, seed_offset: int) -> optuna.samplers.BaseSampler:
-        """The configured sampler. Its seed is offset by the trials already in the study, so a resumed study
-        continues the search instead of replaying the first run's suggestions."""
-        cfg = self.conf.get("sampler")
-        cfg = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg or {})
-        cfg.setdefault("_target_", "optuna.samplers.TPESampler")
-        if cfg.get("seed") is not None:
-            cfg["seed"] = int(cfg["seed"]) + seed_offset
-        cls = get_class(cfg["_target_"])
-        if cls is optuna.samplers.GridSampler:
-            cfg.pop("_target_")
-            return AskTellGridSampler(search_space=space.grid(), **cfg)
-        sampler = instantiate(cfg)
-        if not isinstance(sampler, optuna.samplers.BaseSampler):
-            raise UserError(f"hydra.sweeper.sampler: {cfg['_target_']} is not an Optuna sampler.")
-        return sampler
+        beat, grace, retry = c.get("heartbeat_interval"), c.get("grace_period"), int(c.get("retry_failed") or 0)
+        if beat is None and (grace is not None or retry):
+            raise UserError("hydra.sweeper.grace_period and retry_failed act on trials whose heartbeat stopped; "
+                            "set hydra.sweeper.heartbeat_interval too (e.g. 10, with an RDB storage).")  # fmt: skip
+        if (beat is not None and int(beat) < 1) or retry < 0:
+            raise UserError("hydra.sweeper.heartbeat_interval must be at least 1 (second), retry_failed at least 0.")
+        if beat is not None and grace is not None and int(grace) <= int(beat):
+            raise UserError(f"hydra.sweeper.grace_period={grace} must exceed heartbeat_interval={beat}, or "
+                            "live trials would be failed between two heartbeats; null = 2 x the interval.")  # fmt: skip
 
     def _open_study(self, space: SearchSpace, metric: str, spec: str) -> optuna.Study:
-        storage = open_storage(spec)
-        name = study_name(self.conf.get("study_name"))
+        c = self.conf
+        storage = open_storage(
+            spec, c.get("heartbeat_interval"), c.get("grace_period"), int(c.get("retry_failed") or 0)
+        )
+        name = study_name(c.get("study_name"))
         try:
             n_before = len(storage.get_all_trials(storage.get_study_id_from_name(name), deepcopy=False))
         except KeyError:
@@ -114,10 +101,10 @@ class OptunaSweeperImpl(Sweeper):
         study = optuna.create_study(
             study_name=name,
             storage=storage,
-            direction=self.conf["direction"],
+            direction=c["direction"],
             load_if_exists=True,
-            sampler=self._make_sampler(space, n_before),
-            pruner=make_pruner(self.conf.get("pruner")),
+            sampler=make_sampler(self.conf.get("sampler"), space),
+            pruner=make_pruner(c.get("pruner")),
         )
         if study.direction.name.lower() != self.conf["direction"]:
             raise UserError(f"Study {name!r} in {redact(spec)} is set to {study.direction.name.lower()}; "
@@ -150,11 +137,11 @@ class OptunaSweeperImpl(Sweeper):
         space = parse_search_space(self.conf.get("params"), arguments)
         metric = check_objective(self.config, space)
         sweep_dir = Path(self.config.hydra.sweep.dir)
-        sweep_dir.mkdir(parents=True, exist_ok=True)
-        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
         self._warn_without_pruning_callback()
         spec = storage_spec(self.conf.get("storage"), sweep_dir)
-        study = self._open_study(space, metric, spec)
+        study = self._open_study(space, metric, spec)  # first: a storage that cannot be opened leaves no sweep dir
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        self._save_config(sweep_dir / "multirun.yaml")
         for key, dist in space.distributions.items():
             log.info(f"  {key}: {describe(dist)}")
         if not space.distributions:
@@ -165,42 +152,70 @@ class OptunaSweeperImpl(Sweeper):
         n_trials, n_jobs = int(self.conf["n_trials"]), int(self.conf["n_jobs"])
         max_failed = float(self.conf["max_failure_rate"]) * n_trials
         returns: list[JobReturn] = []
-        launched = failed = 0
+        # done: trials this process asked and told (complete, pruned, or failed by their job). A trial failed as
+        # stale by another worker while it ran here is `lost`: its retry counts for whoever finishes it.
+        done = failed = lost = 0
         try:
-            while launched < n_trials:
+            while done < n_trials:
                 exhausted = getattr(study.sampler, "is_exhausted", None)
                 if exhausted is not None and exhausted(study):
                     log.info("The grid is exhausted: every combination has been tried.")
                     break
-                batch = [study.ask(space.distributions) for _ in range(min(n_jobs, n_trials - launched))]
-                launched += len(batch)
-                jobs = []
-                for trial in batch:
-                    params = space.overrides(trial.params)
-                    trial.set_user_attr("overrides", run_base + params)  # repeats the trial as a single run
-                    job = space.fixed + params + self._bookkeeping_overrides(trial.number, study.study_name, sweep_dir)
-                    try:  # compose now: a config error fails this trial alone, before anything runs
-                        self.validate_batch_is_legal([job])
-                    except Exception as e:
-                        failed += self._fail(study, trial, f"config does not compose: {type(e).__name__}: {e}")
-                        continue
-                    jobs.append((trial, job))
-                if jobs:
-                    results = self._launch(study, jobs)
-                    returns.extend(results)
-                    for (trial, _), ret in zip(jobs, results, strict=True):
-                        failed += self._tell(study, trial, ret, metric) == TrialState.FAIL
+                fail_stale_trials(study)  # a dead worker's trial: FAIL, and re-enqueued for the asks below
+                batch = [ask(study, space.distributions) for _ in range(min(n_jobs, n_trials - done))]
+                with Heartbeat(study._storage, [t._trial_id for t in batch]):  # until every trial is told
+                    states = self._run_batch(study, space, batch, run_base, sweep_dir, metric, returns)
+                done += sum(state is not None for state in states)
+                lost += sum(state is None for state in states)
+                failed += sum(state == TrialState.FAIL for state in states)
                 write_results(study, sweep_dir, metric, redact(spec))
                 write_trials_csv(study, sweep_dir)
+                if lost > n_trials:
+                    raise UserError(f"{lost} trials of this worker were failed as stale by others although it ran "
+                                    "them: its heartbeats do not reach the storage in time; raise "
+                                    "hydra.sweeper.grace_period.")  # fmt: skip
                 if failed > max_failed:
                     raise UserError(
-                        f"{failed} of {launched} trials failed, more than max_failure_rate="
+                        f"{failed} of {done} trials failed, more than max_failure_rate="
                         f"{self.conf['max_failure_rate']} of n_trials={n_trials}; stopping the sweep. "
                         f"The errors are in {sweep_dir / 'trials.csv'} and each trial's log."
                     )
         finally:
             self._finish_reports(study, sweep_dir, metric, spec)
         return returns
+
+    def _run_batch(
+        self,
+        study: optuna.Study,
+        space: SearchSpace,
+        batch: list[optuna.Trial],
+        run_base: list[str],
+        sweep_dir: Path,
+        metric: str,
+        returns: list[JobReturn],
+    ) -> list[TrialState | None]:
+        """Launch the batch's trials as jobs and tell the study their outcomes (None: lost to another worker)."""
+        states: list[TrialState | None] = []
+        jobs = []
+        for trial in batch:
+            retried = study._storage.get_trial(trial._trial_id).system_attrs.get("failed_trial")  # set by the retry
+            if retried is not None:
+                log.info(f"Trial {trial.number} retries trial {retried}, whose worker stopped sending heartbeats")
+            params = space.overrides(trial.params)
+            trial.set_user_attr("overrides", run_base + params)  # repeats the trial as a single run
+            job = space.fixed + params + self._bookkeeping_overrides(trial.number, study.study_name, sweep_dir)
+            try:  # compose now: a config error fails this trial alone, before anything runs
+                self.validate_batch_is_legal([job])
+            except Exception as e:
+                self._fail(study, trial, f"config does not compose: {type(e).__name__}: {e}")
+                states.append(TrialState.FAIL)
+                continue
+            jobs.append((trial, job))
+        if jobs:
+            results = self._launch(study, jobs)
+            returns.extend(results)
+            states += [self._tell(study, trial, ret, metric) for (trial, _), ret in zip(jobs, results, strict=True)]
+        return states
 
     def _launch(self, study: optuna.Study, jobs: list[tuple[optuna.Trial, list[str]]]) -> list[JobReturn]:
         # job numbers (and so run sub-directories) follow the trial numbers, also across resumed runs
@@ -219,7 +234,12 @@ class OptunaSweeperImpl(Sweeper):
         log.warning(f"Trial {trial.number} failed: {error}", exc_info=None if isinstance(exc, UserError) else exc)
         return True
 
-    def _tell(self, study: optuna.Study, trial: optuna.Trial, ret: JobReturn, metric: str) -> TrialState:
+    def _tell(self, study: optuna.Study, trial: optuna.Trial, ret: JobReturn, metric: str) -> TrialState | None:
+        """Records the job's outcome; None if another worker already failed the trial as stale (result dropped)."""
+        if study._storage.get_trial(trial._trial_id).state.is_finished():
+            log.warning(f"Trial {trial.number} was failed as stale by another worker while it ran here (late "
+                        "heartbeats: grace_period too short?); its result is dropped, a retry runs anew.")  # fmt: skip
+            return None
         hydra_cfg = ret.hydra_cfg.hydra if ret.hydra_cfg is not None else None
         if hydra_cfg is not None:
             trial.set_user_attr("run_dir", str(hydra_cfg.runtime.output_dir))
@@ -250,6 +270,21 @@ class OptunaSweeperImpl(Sweeper):
             log.info(f"Best trial {best.number}: {metric}={best.value:.6g}; as a single run: python train.py {repeat}")
         log.info(f"Results: {results} (open the study with: optuna-dashboard {redact(spec)})")
 
+    def _save_config(self, path: Path) -> None:
+        """The sweep's config, as Hydra's own sweepers save it, with a literal storage password hidden (also in the
+        recorded command-line overrides). An ${oc.env:...} interpolation is saved as written: the password stays in
+        the environment."""
+        config = self.config.copy()
+        with open_dict(config):
+            if not OmegaConf.is_interpolation(config.hydra.sweeper, "storage") and config.hydra.sweeper.storage:
+                config.hydra.sweeper.storage = redact(str(config.hydra.sweeper.storage))
+            overrides = OmegaConf.select(config, "hydra.overrides.hydra")
+            if overrides is not None:
+                # resolve=False: an override `...=${oc.env:...}` must stay as written, not become the secret itself
+                written = OmegaConf.to_container(overrides, resolve=False)
+                config.hydra.overrides.hydra = [redact(str(o)) for o in written]
+        OmegaConf.save(config, path)
+
     def _warn_without_pruning_callback(self) -> None:
         if not self.conf.get("pruner"):
             return
@@ -257,28 +292,3 @@ class OptunaSweeperImpl(Sweeper):
         if not any(isinstance(c, DictConfig) and c.get("_target_") == PRUNING_CALLBACK for c in callbacks.values()):
             log.warning(f"hydra.sweeper.pruner is set but no callback is {PRUNING_CALLBACK}: trials report nothing "
                         "and are never pruned. Add it as conf/hparams_search/cnn.yaml does.")  # fmt: skip
-
-
-def quote(text: str) -> str:
-    """A string as a quoted Hydra override value."""
-    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
-def single_run_overrides(config: DictConfig, space: SearchSpace, options: Callable[[str], list[str]]) -> list[str]:
-    """The overrides that repeat a trial as a plain run: the sweep's config group choices (e.g. aug=basic, chosen
-    by the search space) and the command line's fixed overrides, without the search space itself (which would
-    start another sweep) — so the repeat also scores the test split, as a final run should. `options(group)` lists
-    a group's configs: an optional default whose config does not exist is left out."""
-
-    def group_of(override: str) -> str:
-        return override.split("=", 1)[0].lstrip("+~")
-
-    skip = {"hparams_search", "hydra", "paths"}
-    choices = OmegaConf.to_container(config.hydra.runtime.choices)
-    groups = [
-        f"{g}={c}"
-        for g, c in choices.items()
-        if c is not None and g not in skip and not g.startswith("hydra/") and c in options(g)
-    ]
-    given = {group_of(o) for o in space.fixed} | set(space.distributions)  # set by the command line or a trial
-    return [o for o in groups if group_of(o) not in given] + [o for o in space.fixed if group_of(o) not in skip]

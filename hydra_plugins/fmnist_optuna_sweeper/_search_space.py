@@ -12,6 +12,7 @@ choice(x, y, ...) / x,y     CategoricalDistribution; lists, dicts and strings th
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +26,7 @@ from hydra.core.override_parser.types import (
     ValueType,
 )
 from hydra.errors import OverrideParseException
+from omegaconf import DictConfig, OmegaConf
 from optuna.distributions import (
     BaseDistribution,
     CategoricalDistribution,
@@ -168,3 +170,28 @@ def is_finite_number(value: Any) -> bool:
         return math.isfinite(float(value))
     except (TypeError, ValueError):
         return False
+
+
+def quote(text: str) -> str:
+    """A string as a quoted Hydra override value."""
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def single_run_overrides(config: DictConfig, space: SearchSpace, options: Callable[[str], list[str]]) -> list[str]:
+    """The overrides that repeat a trial as a plain run: the sweep's config group choices (e.g. aug=basic, chosen
+    by the search space) and the command line's fixed overrides, without the search space itself (which would
+    start another sweep) — so the repeat also scores the test split, as a final run should. `options(group)` lists
+    a group's configs: an optional default whose config does not exist is left out."""
+
+    def group_of(override: str) -> str:
+        return override.split("=", 1)[0].lstrip("+~")
+
+    skip = {"hparams_search", "hydra", "paths"}
+    choices = OmegaConf.to_container(config.hydra.runtime.choices)
+    groups = [
+        f"{g}={c}"
+        for g, c in choices.items()
+        if c is not None and g not in skip and not g.startswith("hydra/") and c in options(g)
+    ]
+    given = {group_of(o) for o in space.fixed} | set(space.distributions)  # set by the command line or a trial
+    return [o for o in groups if group_of(o) not in given] + [o for o in space.fixed if group_of(o) not in skip]

@@ -5,10 +5,13 @@ submitit), so it reconnects through the storage named in its own Hydra config in
 
 from __future__ import annotations
 
+import inspect
 import re
 import time
+import warnings
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import optuna
 import sqlalchemy.exc
@@ -23,6 +26,7 @@ DEFAULT_STORAGE_FILE = "optuna.db"  # inside the sweep directory
 JOURNAL_SUFFIXES = (".log", ".jsonl", ".journal")
 SQLITE_TIMEOUT_S = 60  # parallel jobs write to one SQLite file; wait for its lock instead of failing
 RDB_ATTEMPTS = 5
+CONNECT_TIMEOUT_S = 10  # a PostgreSQL/MySQL server that does not answer: give up after this long
 
 
 def study_name(name: str | None) -> str:
@@ -40,38 +44,113 @@ def storage_spec(storage: str | None, sweep_dir: str | Path, cwd: str | Path | N
 
 
 def redact(spec: str) -> str:
-    """The storage for logs and result files, without a password (postgresql://user:secret@host/db)."""
-    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", spec)
+    """The storage for logs and result files, without a password (postgresql://user:secret@host/db, or a
+    ?password= query). Greedy up to the last `@`: a password with a raw `@` is hidden whole, never in part."""
+    spec = re.sub(r"(://[^:/@]*):.*@", r"\1:***@", spec)
+    return re.sub(r"([?&]password=)[^&]*", r"\1***", spec)
+
+
+def scrub(text: str, spec: str) -> str:
+    """A driver's error message with the storage's password removed, wherever the message repeats it."""
+    text = redact(text)
+    match = re.search(r"://[^:/@]*:(.*)@", spec)
+    password = match.group(1) if match else ""
+    for form in {password, unquote(password)}:
+        if len(form) >= 4:  # a very short password would blank out ordinary letters; redact() covered the URL
+            text = text.replace(form, "***")
+    return " ".join(text.split())
 
 
 def _rdb_storage(url: str, **kwargs: Any) -> RDBStorage:
     """RDBStorage, retried: processes that open a new database at the same moment race to create its schema, and
-    the losers fail with an IntegrityError (seen with two sweeps started together on one SQLite file)."""
-    for attempt in range(RDB_ATTEMPTS):
-        try:
-            return RDBStorage(url, **kwargs)
-        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError):
-            if attempt == RDB_ATTEMPTS - 1:
-                raise
-            time.sleep(0.5 * (attempt + 1))
+    the losers fail with an IntegrityError (seen with two sweeps started together on one SQLite file; PostgreSQL
+    raises it for concurrent CREATE TABLE). A server's OperationalError (refused, wrong password) is not retried:
+    it would only delay the message."""
+    retried: tuple[type[Exception], ...] = (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError)
+    if url.startswith("sqlite:"):
+        retried += (sqlalchemy.exc.OperationalError,)  # "database is locked"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeat_interval
+        for attempt in range(RDB_ATTEMPTS):
+            try:
+                return RDBStorage(url, **kwargs)
+            except retried:
+                if attempt == RDB_ATTEMPTS - 1:
+                    raise
+                time.sleep(0.5 * (attempt + 1))
     raise AssertionError("unreachable")
 
 
-def open_storage(spec: str) -> BaseStorage:
-    """An RDB URL (sqlite:///, postgresql://, mysql://) or the path of a journal file (*.log, *.jsonl)."""
+def _retry_callback(max_retry: int) -> Any:
+    # Optuna 4.9 renamed RetryFailedTrialCallback (kept as a deprecated alias) to RetryHeartbeatStaleTrialCallback
+    cls = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None) or optuna.storages.RetryFailedTrialCallback
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return cls(max_retry=max_retry)
+
+
+def _heartbeat_kwargs(heartbeat_interval: int | None, grace_period: int | None, retry_failed: int) -> dict[str, Any]:
+    if heartbeat_interval is None:
+        return {}
+    kwargs: dict[str, Any] = {"heartbeat_interval": int(heartbeat_interval), "grace_period": grace_period}
+    if retry_failed:
+        callback_arg = "heartbeat_stale_trial_callback"
+        if callback_arg not in inspect.signature(RDBStorage).parameters:
+            callback_arg = "failed_trial_callback"  # Optuna < 4.9
+        kwargs[callback_arg] = _retry_callback(int(retry_failed))
+    return kwargs
+
+
+def _connect_args(url: str) -> dict[str, Any]:
+    """A server that drops packets would otherwise hang the sweep for minutes before the first trial."""
+    if url.startswith("sqlite:"):
+        return {"timeout": SQLITE_TIMEOUT_S}  # parallel jobs write to one file; wait for its lock
+    if url.startswith(("postgresql", "mysql://", "mysql+pymysql", "mysql+mysqldb")) and "connect_timeout" not in url:
+        return {"connect_timeout": CONNECT_TIMEOUT_S}
+    return {}
+
+
+def _cannot_open(spec: str, e: BaseException) -> UserError:
+    shown, cause = redact(spec), scrub(str(getattr(e, "orig", None) or e), spec)
+    cause = cause.split(" (Background on this error")[0]
+    if isinstance(e, ImportError):
+        fix = "install its driver: pip install psycopg2-binary (PostgreSQL) or pymysql (MySQL, as mysql+pymysql://)"
+    elif isinstance(e, sqlalchemy.exc.ArgumentError | ValueError):
+        fix = ("write an SQLAlchemy URL: postgresql://user:PASSWORD@host:5432/db, "
+               "mysql+pymysql://user:PASSWORD@host/db or sqlite:////abs/path.db (postgres:// is not understood; "
+               "write postgresql://)")  # fmt: skip
+    else:
+        fix = ("check that the server runs and accepts connections from this machine (host, port, firewall), and the "
+               "user name, password and database name (the database must exist: createdb)")  # fmt: skip
+    return UserError(
+        f"hydra.sweeper.storage={shown}: cannot open the study storage: {cause}. Fix: {fix}. Keep the password out "
+        "of the command line: hydra.sweeper.storage='${oc.env:FMNIST_OPTUNA_STORAGE}' (see docs/sweeps_database.md)."
+    )
+
+
+def open_storage(
+    spec: str, heartbeat_interval: int | None = None, grace_period: int | None = None, retry_failed: int = 0
+) -> BaseStorage:
+    """An RDB URL (sqlite:///, postgresql://, mysql://) or the path of a journal file (*.log, *.jsonl). Heartbeats
+    (seconds; None = off), their grace period and retries of stale trials apply to RDB storages only. Any failure to
+    open it is a UserError naming the storage without its password."""
     if "://" in spec:
         if spec.startswith("sqlite:///"):
             Path(spec.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-            return _rdb_storage(spec, engine_kwargs={"connect_args": {"timeout": SQLITE_TIMEOUT_S}})
+        kwargs = _heartbeat_kwargs(heartbeat_interval, grace_period, retry_failed)
         try:
-            return _rdb_storage(spec)
-        except ImportError as e:  # e.g. psycopg2 for PostgreSQL
-            raise UserError(f"hydra.sweeper.storage={redact(spec)}: its database driver is missing ({e}).") from e
+            return _rdb_storage(spec, engine_kwargs={"connect_args": _connect_args(spec)}, **kwargs)
+        except (ImportError, ValueError, sqlalchemy.exc.SQLAlchemyError) as e:  # ValueError: e.g. a non-numeric port
+            raise _cannot_open(spec, e) from None  # `from None`: the chained traceback would repeat the URL
     if spec.endswith(JOURNAL_SUFFIXES):
+        if heartbeat_interval is not None:
+            raise UserError(f"hydra.sweeper.storage={spec}: a journal file keeps no heartbeats; "
+                            "heartbeat_interval, grace_period and retry_failed need an RDB storage "
+                            "(postgresql://, mysql://, sqlite:///).")  # fmt: skip
         Path(spec).parent.mkdir(parents=True, exist_ok=True)
         return JournalStorage(JournalFileBackend(spec))
     raise UserError(
-        f"hydra.sweeper.storage={spec}: expected an RDB URL (sqlite:///abs/path.db, postgresql://user@host/db) "
+        f"hydra.sweeper.storage={redact(spec)}: expected an RDB URL (sqlite:///abs/path.db, postgresql://user@host/db) "
         f"or a journal file path ending in {', '.join(JOURNAL_SUFFIXES)}; null = {DEFAULT_STORAGE_FILE} in the "
         "sweep directory."
     )

@@ -1,7 +1,8 @@
 """Config of the sweeper, registered as `hydra/sweeper=fmnist_optuna`, with its sampler and pruner groups.
 
 The user-facing keys follow the retired `hydra-optuna-sweeper` plugin (sampler, direction, study_name, storage,
-n_trials, n_jobs, params) so its users feel at home; `pruner` and `max_failure_rate` are additions.
+n_trials, n_jobs, params) so its users feel at home; `pruner`, `max_failure_rate` and the heartbeat keys
+(heartbeat_interval, grace_period, retry_failed: workers sharing a database study) are additions.
 """
 
 # No `from __future__ import annotations` here: Hydra's plugin scan executes this module before registering it in
@@ -71,7 +72,15 @@ class FmnistOptunaSweeperConf:
     pruner: Any = None  # an optuna pruner config (_target_); groups: median, hyperband; null = never prune
     direction: str = "maximize"  # maximize | minimize the value train() returns (cfg.optimized_metric)
     study_name: str | None = None  # null = "fmnist"; trials of the same name in the same storage form one study
-    storage: Any = None  # null = SQLite file <sweep dir>/optuna.db; or an RDB URL; or a journal file path (*.log)
+    # null = SQLite file <sweep dir>/optuna.db; or an RDB URL (postgresql://user:PW@host:5432/db, mysql+pymysql://...,
+    # sqlite:////abs/path.db); or a journal file path (*.log). Keep a password out of the command line and the saved
+    # configs: storage='${oc.env:FMNIST_OPTUNA_STORAGE}' (docs/sweeps_database.md)
+    storage: Any = None
+    # seconds between heartbeats of a running trial, so other workers notice a killed one; null = off (fine for one
+    # machine's SQLite/journal); e.g. 10 with a PostgreSQL/MySQL study shared by several workers. RDB storages only
+    heartbeat_interval: int | None = None
+    grace_period: int | None = None  # seconds without a heartbeat before a trial is failed; null = 2 x the interval
+    retry_failed: int = 0  # times a trial failed that way is re-enqueued with the same params; 0 = never
     n_trials: int = 20  # trials this command adds to the study
     n_jobs: int = 1  # trials launched together (run in parallel by a parallel launcher, e.g. joblib)
     max_failure_rate: float = 0.5  # stop once more than this share of n_trials has failed
