@@ -7,27 +7,19 @@ import logging
 import time
 from pathlib import Path
 
-import hydra
 import lightning.pytorch as pl
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import Logger
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from fmnist import PROJECT_ROOT
 from fmnist.data.tta import check_tta
 from fmnist.utils.errors import UserError
 from fmnist.utils.io import read_checkpoint
-from fmnist.utils.loggers import CSVLogger, finish_wandb, log_images
+from fmnist.utils.loggers import log_images
 from fmnist.utils.plots import plot_confusion_matrix, plot_learning_curves
-from fmnist.utils.runtime import (
-    instantiate_group,
-    report_user_errors,
-    resolve_precision,
-    scalar_metrics,
-    setup_runtime,
-    write_json,
-)
+from fmnist.utils.runtime import instantiate_group, resolve_precision, scalar_metrics
+from fmnist.utils.task import TaskRun, hydra_task, task_run
 
 log = logging.getLogger("fmnist")
 
@@ -72,53 +64,42 @@ def group_choices() -> dict[str, str]:
     return {k: str(v) for k, v in HydraConfig.get().runtime.choices.items() if not k.startswith("hydra")}
 
 
-def build(cfg: DictConfig) -> tuple[pl.LightningDataModule, pl.LightningModule, pl.Trainer, list[Logger]]:
+def build(cfg: DictConfig, loggers: list[Logger]) -> tuple[pl.LightningDataModule, pl.LightningModule, pl.Trainer]:
     augment = instantiate(cfg.aug) if cfg.get("aug") and "_target_" in cfg.aug else None
     datamodule = instantiate(cfg.data, augment=augment)
     model = instantiate(cfg.model)
     callbacks = instantiate_group(cfg.get("callbacks"))
-    loggers = instantiate_group(cfg.get("logger"))
-    if not any(isinstance(lg, CSVLogger) for lg in loggers):  # learning curves are drawn from its metrics.csv
-        loggers.insert(0, CSVLogger(save_dir=cfg.paths.output_dir, name="", version=""))
     resolve_precision(cfg.trainer)
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
-    return datamodule, model, trainer, loggers
+    return datamodule, model, trainer
 
 
-def write_outputs(
-    run_dir: Path, model: pl.LightningModule, metrics: dict, loggers: list[Logger], title: str
-) -> dict[str, Path]:
-    """metrics.json, confusion_matrix.png and learning_curves.png; the figures also go to W&B."""
+def write_figures(run: TaskRun, model: pl.LightningModule, metrics: dict, title: str) -> dict[str, Path]:
+    """confusion_matrix.png and learning_curves.png in the run directory; they also go to W&B."""
     figures = {}
     if getattr(model, "confusion", None) is not None:
         figures["confusion_matrix"] = plot_confusion_matrix(
-            model.confusion, model.hparams.class_names, run_dir / "confusion_matrix.png",
+            model.confusion, model.hparams.class_names, run.dir / "confusion_matrix.png",
             f"{title} — test accuracy {metrics.get('test/acc', float('nan')):.4f}",
         )  # fmt: skip
-    if (run_dir / "metrics.csv").is_file():
-        curves = plot_learning_curves(run_dir / "metrics.csv", run_dir / "learning_curves.png", title)
+    if (run.dir / "metrics.csv").is_file():
+        curves = plot_learning_curves(run.dir / "metrics.csv", run.dir / "learning_curves.png", title)
         if curves:
             figures["learning_curves"] = curves
-    log_images(loggers, figures)
-    write_json(run_dir / "metrics.json", metrics)  # last: its presence marks a complete run
+    log_images(run.loggers, figures)
     return figures
 
 
 def train(cfg: DictConfig) -> float | None:
     resumed_step = check_config(cfg)
-    setup_runtime(cfg)
-    run_dir = Path(cfg.paths.output_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    datamodule, model, trainer, loggers = build(cfg)
-    model.tta = resolve_tta(cfg)  # the final test only; validation never uses it
-    try:
-        for logger in loggers:
-            logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+    with task_run(cfg) as run:
+        datamodule, model, trainer = build(cfg, run.loggers)
+        model.tta = resolve_tta(cfg)  # the final test only; validation never uses it
         start = time.perf_counter()
         trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
         fit_seconds = time.perf_counter() - start
         if trainer.interrupted:
-            last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+            last = run.dir / "checkpoints" / "last.ckpt"
             log.error(f"Interrupted. Resume with: python train.py <same overrides> ckpt_path={last}")
             raise KeyboardInterrupt
         metrics = scalar_metrics(trainer.callback_metrics)
@@ -140,7 +121,7 @@ def train(cfg: DictConfig) -> float | None:
                 # includes the validation passes: the throughput a user sees
                 "fit_images_per_second": steps * datamodule.hparams.batch_size * trainer.world_size / fit_seconds,
                 "best_checkpoint": best,
-                "run_dir": str(run_dir),
+                "run_dir": str(run.dir),
                 "seed": cfg.get("seed"),
                 "precision": str(trainer.precision),  # what precision=auto resolved to on this machine
                 "tta": model.tta,
@@ -150,16 +131,15 @@ def train(cfg: DictConfig) -> float | None:
         if not trainer.is_global_zero:  # under DDP, one process writes the run's files
             return optimized
         title = " · ".join(f"{k}={choices[k]}" for k in ("model", "aug") if k in choices)
-        write_outputs(run_dir, model, metrics, loggers, title)
+        write_figures(run, model, metrics, title)
+        run.finish(metrics)
         summary = f"val/acc_best {metrics.get('val/acc_best', float('nan')):.4f}"
         if "test/acc" in metrics:
             summary += f" · test/acc {metrics['test/acc']:.4f}"
-        log.info(f"{summary} · {fit_seconds:.0f} s · run dir: {run_dir}")
+        log.info(f"{summary} · {fit_seconds:.0f} s · run dir: {run.dir}")
         return optimized
-    finally:
-        finish_wandb(loggers)
 
 
-@hydra.main(version_base="1.3", config_path=str(PROJECT_ROOT / "conf"), config_name="train")
+@hydra_task("train")
 def main(cfg: DictConfig) -> float | None:
-    return report_user_errors(train, cfg)
+    return train(cfg)

@@ -12,7 +12,7 @@ from fmnist.utils.runtime import instantiate_group
 
 from conftest import CONF_DIR, compose_cfg, run_cli, tiny_data_overrides, tiny_overrides
 
-GROUPS = ["data", "model", "aug", "trainer", "logger", "callbacks", "debug", "experiment", "hparams_search"]
+GROUPS = ["data", "model", "aug", "trainer", "logger", "callbacks", "debug", "hparams_search"]  # experiment: below
 OPTIONS = [(g, p.stem) for g in GROUPS for p in sorted((Path(CONF_DIR) / g).glob("*.yaml"))]
 
 
@@ -22,13 +22,34 @@ def test_every_option_composes_and_instantiates(group, option, tiny_data, tmp_pa
     if group == "model":  # timm models would fetch pretrained weights; there is no network here (tests/test_timm.py)
         overrides.append("++model.pretrained=false")
     cfg = compose_cfg("train", overrides, tmp_path / "run")
-    assert cfg.get(group) is not None or group in ("debug", "experiment", "hparams_search")
+    assert cfg.get(group) is not None or group in ("debug", "hparams_search")
     if group in ("data", "model", "trainer"):
         obj = instantiate(cfg[group])
         assert isinstance(obj, pl.LightningDataModule | pl.LightningModule | pl.Trainer)
     if group in ("callbacks", "logger"):
         objects = instantiate_group(cfg[group])
         assert objects or option == "none"
+
+
+EXPERIMENTS = sorted(p.stem for p in (Path(CONF_DIR) / "experiment").glob("*.yaml"))
+# what a CPU test must change in a preset: no GPU, no network for pretrained weights, no 224 px or GPU-sized widths
+ON_CPU = {
+    "convnext_gpu": ["trainer=cpu", "model.pretrained=false", "data.image_size=32"],
+    "resnet50_gpu": ["trainer=cpu", "model.pretrained=false", "data.image_size=32"],
+    "best_gpu": ["trainer=cpu", "model.backbone.widths=[16,32,64]", "model.backbone.stem=16"],
+}
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_every_experiment_preset_runs_a_fast_dev_run(name, tiny_data, tmp_path):
+    """Each preset trains, validates and tests one batch end to end, with all its options (EMA, TTA, ...)."""
+    from fmnist.train import train
+
+    overrides = [*tiny_data_overrides(tiny_data, tmp_path), f"experiment={name}", "debug=fdr", *ON_CPU.get(name, [])]
+    cfg = compose_cfg("train", overrides, tmp_path / "run")
+    train(cfg)
+    metrics = (tmp_path / "run" / "metrics.json").read_text()
+    assert f'"choice/experiment": "{name}"' in metrics and '"test/acc"' in metrics
 
 
 @pytest.mark.parametrize("name", ["train", "eval"])

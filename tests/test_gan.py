@@ -153,10 +153,11 @@ def test_diverging_gan_stops_with_the_step_and_writes_no_more_samples(tmp_path):
 def test_generate_writes_a_set_the_datamodule_loads(gan_run, tiny_data, tmp_path):
     run, _, _ = gan_run
     out = tmp_path / "set.safetensors"
-    result = run_cli("scripts/generate.py", str(run / "checkpoints" / "last.ckpt"), "n_per_class=7",
-                     "classes=[1,Bag]", f"out={out}", "seed=5")  # fmt: skip
+    result = run_cli("scripts/generate.py", f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}", "n_per_class=7",
+                     "classes=[1,Bag]", f"out={out}", "seed=5", f"paths.log_dir={tmp_path}")  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
     assert out.with_suffix(".png").is_file()
+    assert list(tmp_path.glob("generate/runs/*/.hydra/config.yaml")), "a Hydra task with its run directory"
     directory, checksums = tiny_data
     datamodule = SyntheticDataModule(synthetic=str(out), data_dir=str(directory), system_dir=None, download=False,
                                      checksums=checksums, val_size=100)  # fmt: skip
@@ -178,7 +179,7 @@ def classifier_checkpoint(path: Path) -> Path:
 def test_wrong_checkpoints_are_refused(gan_run, tiny_data, tmp_path):
     ckpt = classifier_checkpoint(tmp_path / "classifier.ckpt")
     with pytest.raises(CheckpointError, match="is a classifier checkpoint"):
-        generate([str(ckpt), "n_per_class=2"])
+        generate(compose_cfg("generate", [f"ckpt_path={ckpt}", "n_per_class=2"], tmp_path / "generate"))
     gan_ckpt = gan_run[0] / "checkpoints" / "last.ckpt"
     with pytest.raises(CheckpointError, match="is a GAN checkpoint"):  # and classifier commands refuse GANs
         read_classifier_checkpoint(gan_ckpt)
@@ -213,7 +214,7 @@ def test_aug_gan_mixes_the_share_into_training_batches_only(tiny_data, tmp_path)
     overrides = [*tiny_data_overrides(tiny_data, tmp_path), "aug=gan", f"aug.source={source}", "aug.share=0.4",
                  "trainer.max_epochs=1", "callbacks=none", "logger=csv"]  # fmt: skip
     cfg = compose_cfg("train", overrides, tmp_path / "run")
-    datamodule, model, trainer, _ = build(cfg)
+    datamodule, model, trainer = build(cfg, loggers=[])
     recorder = RecordBatches()
     trainer.callbacks.append(recorder)
     trainer.fit(model, datamodule=datamodule)

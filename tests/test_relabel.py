@@ -49,7 +49,7 @@ def test_training_with_a_soft_labelled_set(tiny_data, tmp_path):
                             soft_rows(40))  # fmt: skip
     overrides = [*tiny_data_overrides(tiny_data, tmp_path), "aug=gan", f"aug.source={source}", "aug.share=0.4",
                  "trainer.max_epochs=1", "callbacks=none", "logger=csv"]  # fmt: skip
-    datamodule, model, trainer, _ = build(compose_cfg("train", overrides, tmp_path / "run"))
+    datamodule, model, trainer = build(compose_cfg("train", overrides, tmp_path / "run"), loggers=[])
     recorder = RecordBatches()
     trainer.callbacks.append(recorder)
     trainer.fit(model, datamodule=datamodule)
@@ -80,6 +80,11 @@ def teacher_probs(run: Path, images: torch.Tensor) -> torch.Tensor:
         return ((model(x) + model(x.flip(-1))) / 2).softmax(-1)
 
 
+def relabel_with(tmp_path: Path, *overrides: str) -> Path:
+    """`python scripts/relabel.py <overrides>` in-process, its run directory under tmp_path."""
+    return relabel(compose_cfg("relabel", [f"paths.log_dir={tmp_path}", *overrides], tmp_path / "relabel"))
+
+
 def test_relabel_soft_and_filter(teacher, tmp_path):
     generator = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (30, 28, 28), dtype=torch.uint8, generator=generator)
@@ -87,20 +92,23 @@ def test_relabel_soft_and_filter(teacher, tmp_path):
     source = save_synthetic(tmp_path / "set.safetensors", images, labels)
     expected = teacher_probs(teacher, images)
 
-    soft = relabel([str(source), f"runs={teacher}", f"out={tmp_path / 'soft.safetensors'}"])
+    soft = relabel_with(tmp_path, f"source={source}", f"runs={teacher}")  # out: the run directory
+    assert soft == tmp_path / "relabel" / "set_soft.safetensors"
     soft_images, soft_labels, meta = load_synthetic(soft)
     assert torch.equal(soft_images, images) and torch.allclose(soft_labels, expected, atol=1e-5)
     assert meta["mode"] == "soft" and str(teacher) in meta["teachers"]
 
     kept = expected.argmax(1) == labels
     assert 0 < kept.sum() < 30, "a constructed case where the teacher agrees on some images only"
-    filtered = relabel([str(source), f"runs={teacher}", "mode=filter", f"out={tmp_path / 'filter.safetensors'}"])
+    filtered = relabel_with(
+        tmp_path, f"source={source}", f"runs={teacher}", "mode=filter", f"out={tmp_path / 'filter.safetensors'}"
+    )
     f_images, f_labels, _ = load_synthetic(filtered)
     assert torch.equal(f_images, images[kept]) and torch.equal(f_labels, labels[kept])
 
 
 def test_relabel_real_writes_the_teachers_training_split(teacher, tiny_data, tmp_path):
-    out = relabel(["real", f"runs={teacher}", "tta=none", f"out={tmp_path / 'real.safetensors'}"])
+    out = relabel_with(tmp_path, "source=real", f"runs={teacher}", "tta=none", f"out={tmp_path / 'real.safetensors'}")
     images, labels, _ = load_synthetic(out)
     hparams = torch.load(teacher / "checkpoints" / "best.ckpt", weights_only=True)["datamodule_hyper_parameters"]
     datamodule = FashionMNISTDataModule(**hparams)
@@ -113,16 +121,17 @@ def test_relabel_real_writes_the_teachers_training_split(teacher, tiny_data, tmp
 def test_relabel_refuses_bad_input(teacher, tmp_path):
     soft = save_synthetic(tmp_path / "soft.safetensors", torch.zeros(2, 28, 28, dtype=torch.uint8), soft_rows(2))
     with pytest.raises(UserError, match="mode=filter needs hard labels"):
-        relabel([str(soft), f"runs={teacher}", "mode=filter"])
+        relabel_with(tmp_path, f"source={soft}", f"runs={teacher}", "mode=filter")
     with pytest.raises(UserError, match="mode='vote'"):
-        relabel([str(soft), f"runs={teacher}", "mode=vote"])
+        relabel_with(tmp_path, f"source={soft}", f"runs={teacher}", "mode=vote")
     with pytest.raises(UserError, match=r"must end with \.safetensors"):
-        relabel([str(soft), f"runs={teacher}", f"out={tmp_path / 'labels.txt'}"])
+        relabel_with(tmp_path, f"source={soft}", f"runs={teacher}", f"out={tmp_path / 'labels.txt'}")
     checkpoint = torch.load(teacher / "checkpoints" / "best.ckpt", weights_only=True)
     checkpoint["datamodule_hyper_parameters"]["train_fraction"] = 1.0  # same validation split, other training split
     torch.save(checkpoint, tmp_path / "full.ckpt")
     with pytest.raises(UserError, match=r"different data\.train_fraction"):
-        relabel([str(soft), f"runs=[{teacher},{tmp_path / 'full.ckpt'}]"])
-    result = run_cli("scripts/relabel.py", str(tmp_path / "missing.safetensors"), f"runs={teacher}")
-    assert result.returncode == 2 and "does not exist" in result.stderr
+        relabel_with(tmp_path, f"source={soft}", f"runs=[{teacher},{tmp_path / 'full.ckpt'}]")
+    result = run_cli("scripts/relabel.py", f"source={tmp_path / 'missing.safetensors'}", f"runs={teacher}",
+                     f"paths.log_dir={tmp_path / 'out'}")  # fmt: skip
+    assert result.returncode == 2 and "does not exist" in result.stdout + result.stderr
     assert not list(tmp_path.glob("missing*"))

@@ -45,7 +45,7 @@ def load_synthetic(path: str | Path) -> tuple[torch.Tensor, torch.Tensor, dict[s
     (N,) class indices, or float32 (N, 10) probabilities for a relabelled set (scripts/relabel.py)."""
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"Synthetic set {path} does not exist. Write one with: python scripts/generate.py <ckpt>")
+        raise DataError(f"Synthetic set {path} does not exist. Write one with: python scripts/generate.py ckpt_path=<GAN checkpoint>")
     try:
         with safe_open(str(path), framework="pt") as f:
             metadata = f.metadata() or {}

@@ -164,7 +164,7 @@ def plot_disagreement(matrix: list[list[float]], names: list[str], path: Path) -
 
 
 def write_outputs(run_dir: Path, report: dict[str, Any], loggers: list[Logger]) -> dict[str, Any]:
-    """results.md/.json, the figures, the loggers' copies; metrics.json last (it marks a complete run)."""
+    """results.md/.json, the figures, the loggers' copies; returns the flat metrics for metrics.json."""
     confusions = report.pop("confusions")
     figures = {}
     for key, counts in confusions.items():
@@ -201,5 +201,4 @@ def write_outputs(run_dir: Path, report: dict[str, Any], loggers: list[Logger]) 
             "run_dir": str(run_dir),
         }
     )
-    write_json(run_dir / "metrics.json", metrics)
     return metrics

@@ -14,14 +14,12 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import hydra
 import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from fmnist import PROJECT_ROOT
 from fmnist.data.datamodule import VAL_SPLIT_KEYS, to_unit_float
 from fmnist.data.tta import check_tta, tta_logits
 from fmnist.ensemble.combine import Combination, check_methods, fit_combination, fit_temperature
@@ -30,8 +28,7 @@ from fmnist.models.classifier import Classifier
 from fmnist.runs import describe_run
 from fmnist.utils.errors import CheckpointError, UserError
 from fmnist.utils.io import read_classifier_checkpoint, run_dir_of
-from fmnist.utils.loggers import finish_wandb
-from fmnist.utils.runtime import instantiate_group, report_user_errors, setup_runtime
+from fmnist.utils.task import hydra_task, task_run
 
 log = logging.getLogger("fmnist")
 
@@ -175,48 +172,34 @@ def ensemble(cfg: DictConfig) -> dict:
     check_tta(cfg.tta)
     check_methods(list(cfg.methods))
     paths = expand_runs(OmegaConf.to_object(cfg.runs) if OmegaConf.is_list(cfg.runs) else cfg.runs, cfg.checkpoint)
-    setup_runtime(cfg)
     checksums = OmegaConf.to_object(cfg.data.checksums) if cfg.data.get("checksums") is not None else None
     members = load_members(paths, checksums)
-    run_dir = Path(cfg.paths.output_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    datamodule = instantiate(cfg.data, **{k: members[0].split[k] for k in VAL_SPLIT_KEYS})
-    datamodule.setup("test")
-    device, batch_size = resolve_device(cfg.device), int(cfg.batch_size)
-    log.info(f"{len(members)} members: " + ", ".join(f"{m.name} ({m.ckpt_path})" for m in members))
+    with task_run(cfg, csv=False) as run:
+        datamodule = instantiate(cfg.data, **{k: members[0].split[k] for k in VAL_SPLIT_KEYS})
+        datamodule.setup("test")
+        device, batch_size = resolve_device(cfg.device), int(cfg.batch_size)
+        log.info(f"{len(members)} members: " + ", ".join(f"{m.name} ({m.ckpt_path})" for m in members))
 
-    # 1. validation: predict, then fit everything there is to fit
-    val_labels = datamodule.val_set.labels
-    val_logits = predict(members, datamodule.val_set.images, "val", cfg.tta, batch_size, device)
-    methods, singles = fit_on_validation(val_logits.log_softmax(-1), val_labels, cfg)
+        # 1. validation: predict, then fit everything there is to fit
+        val_labels = datamodule.val_set.labels
+        val_logits = predict(members, datamodule.val_set.images, "val", cfg.tta, batch_size, device)
+        methods, singles = fit_on_validation(val_logits.log_softmax(-1), val_labels, cfg)
 
-    # 2. test: predicted once the fits are fixed, scored once
-    test_labels = datamodule.test_set.labels
-    test_logits = predict(members, datamodule.test_set.images, "test", cfg.tta, batch_size, device)
-
-    loggers = instantiate_group(cfg.get("logger"))
-    try:
-        for logger in loggers:
-            logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
-        report = build_report(
-            members,
-            methods,
-            singles,
-            (val_logits.log_softmax(-1), val_labels),
-            (test_logits.log_softmax(-1), test_labels),
-            cfg,
-        )
-        metrics = write_outputs(run_dir, report, loggers)
-    finally:
-        finish_wandb(loggers)
+        # 2. test: predicted once the fits are fixed, scored once
+        test_labels = datamodule.test_set.labels
+        test_logits = predict(members, datamodule.test_set.images, "test", cfg.tta, batch_size, device)
+        val, test = (val_logits.log_softmax(-1), val_labels), (test_logits.log_softmax(-1), test_labels)
+        report = build_report(members, methods, singles, val, test, cfg)
+        metrics = write_outputs(run.dir, report, run.loggers)
+        run.finish(metrics)
     best = max(r["test"]["acc"] for r in report["rows"] if r["kind"] == "member")
     log.info(
         f"{report['rows'][len(members)]['name']}: test/acc {metrics['test/acc']:.4f} (best member {best:.4f}) · "
-        f"table: {run_dir / 'results.md'}"
+        f"table: {run.dir / 'results.md'}"
     )
     return metrics
 
 
-@hydra.main(version_base="1.3", config_path=str(PROJECT_ROOT / "conf"), config_name="ensemble")
+@hydra_task("ensemble")
 def main(cfg: DictConfig) -> None:
-    report_user_errors(ensemble, cfg)
+    ensemble(cfg)

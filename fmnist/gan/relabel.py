@@ -2,8 +2,10 @@
 more). Why: a conditional GAN's own labels are wrong on its ambiguous samples (a shirt drawn for "T-shirt"), and a
 teacher's soft labels also carry what it knows about similar classes (distillation).
 
-    python scripts/relabel.py <set.safetensors> runs='<run>|<glob>|[<run>,...]' [mode=soft] [tta=flip] [out=...]
-    python scripts/relabel.py real runs=...      # the teachers' own training images, soft-labelled: the control
+    python scripts/relabel.py source=<set.safetensors> runs='<run>|<glob>|[<run>,...]' [mode=soft] [tta=flip] [out=...]
+    python scripts/relabel.py source=real runs=...   # the teachers' own training images, soft-labelled: the control
+
+(conf/relabel.yaml; the set lands in this task's run directory, outputs/relabel/runs/<timestamp>/, unless out= says)
 
 mode=soft   every image, labelled with the teachers' probabilities (float32 (N, 10); see fmnist/data/synthetic.py)
 mode=filter only the images whose teacher prediction equals their GAN label, keeping the hard labels
@@ -17,20 +19,20 @@ that run does not see; they never see validation or test images here. Use the se
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
 
 import torch
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from fmnist.data.datamodule import FashionMNISTDataModule
 from fmnist.data.synthetic import load_synthetic, save_synthetic
 from fmnist.data.tta import check_tta
 from fmnist.ensemble.run import expand_runs, load_members, predict
 from fmnist.utils.errors import UserError
+from fmnist.utils.runtime import setup_runtime
+from fmnist.utils.task import hydra_task
 
 log = logging.getLogger("fmnist")
-DEFAULTS = {"runs": None, "mode": "soft", "tta": "flip", "out": None, "checkpoint": "best", "batch_size": 1024}
 
 
 def teacher_images(source: str, data: dict) -> tuple[torch.Tensor, torch.Tensor | None, dict]:
@@ -44,25 +46,19 @@ def teacher_images(source: str, data: dict) -> tuple[torch.Tensor, torch.Tensor 
     return train.images, train.labels, {"n_per_class": "-", "seed": str(data.get("split_seed"))}
 
 
-def relabel(argv: list[str]) -> Path:
-    if not argv or "=" in argv[0]:
-        raise UserError("Usage: python scripts/relabel.py <set.safetensors | real> runs=<teacher runs> [mode=soft]")
-    source, overrides = argv[0], OmegaConf.from_dotlist(argv[1:])
-    unknown = set(overrides) - set(DEFAULTS)
-    if unknown:
-        raise UserError(f"Unknown setting(s) {sorted(unknown)}; known: {', '.join(DEFAULTS)}.")
-    cfg = OmegaConf.merge(DEFAULTS, overrides)
+def relabel(cfg: DictConfig) -> Path:
+    source = str(cfg.source)
     if cfg.mode not in ("soft", "filter"):
         raise UserError(f"mode={cfg.mode!r}: choose soft (teacher probabilities) or filter (keep agreeing images).")
-    if cfg.runs is None:
-        raise UserError("runs= is required: the teacher's run directories, checkpoints or a glob.")
     tta = check_tta(str(cfg.tta))
+    setup_runtime(cfg)
     runs = OmegaConf.to_container(cfg.runs) if OmegaConf.is_config(cfg.runs) else str(cfg.runs)
     paths = expand_runs(runs, str(cfg.checkpoint), at_least=1)
     stem = "real_train" if source == "real" else Path(source).stem
-    out = Path(cfg.out) if cfg.out else Path(paths[0]).parent.parent / f"{stem}_{cfg.mode}.safetensors"
+    out = Path(cfg.out) if cfg.out else Path(cfg.paths.output_dir) / f"{stem}_{cfg.mode}.safetensors"
     if out.suffix != ".safetensors":
         raise UserError(f"out={out}: the file name must end with .safetensors.")
+    out.parent.mkdir(parents=True, exist_ok=True)
     members = load_members(paths, data_checksums=None)  # weights_only; refuses members of different val splits
     if len({m.data.get("train_fraction") for m in members}) > 1:
         raise UserError("The teachers were trained on different data.train_fraction; use teachers of one split.")
@@ -85,14 +81,6 @@ def relabel(argv: list[str]) -> Path:
     return out
 
 
-def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        relabel(sys.argv[1:])
-    except UserError as e:  # DataError and CheckpointError too
-        log.error(f"{type(e).__name__}: {e}")
-        sys.exit(2)
-
-
-if __name__ == "__main__":
-    main()
+@hydra_task("relabel")
+def main(cfg: DictConfig) -> None:
+    relabel(cfg)

@@ -12,25 +12,17 @@ import logging
 import time
 from pathlib import Path
 
-import hydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from fmnist import PROJECT_ROOT
 from fmnist.data.synthetic import generate_set, save_synthetic
 from fmnist.gan.metrics import classification_accuracy_score, real_data_classifier, sample_quality
 from fmnist.models.gan import GAN, plot_sample_grid
 from fmnist.utils.errors import CheckpointError, UserError
 from fmnist.utils.io import read_checkpoint
-from fmnist.utils.loggers import CSVLogger, finish_wandb, log_images
-from fmnist.utils.runtime import (
-    instantiate_group,
-    report_user_errors,
-    resolve_precision,
-    scalar_metrics,
-    setup_runtime,
-    write_json,
-)
+from fmnist.utils.loggers import log_images
+from fmnist.utils.runtime import instantiate_group, resolve_precision, scalar_metrics
+from fmnist.utils.task import hydra_task, task_run
 
 log = logging.getLogger("fmnist")
 
@@ -76,20 +68,12 @@ def quality(gan: GAN, cfg: DictConfig, datamodule, synthetic: Path, run_dir: Pat
 
 def train_gan(cfg: DictConfig) -> dict[str, float]:
     start_epoch = check_config(cfg)
-    setup_runtime(cfg)
-    run_dir = Path(cfg.paths.output_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    datamodule = instantiate(cfg.data, augment=None)
-    gan: GAN = instantiate(cfg.model)
-    callbacks = instantiate_group(cfg.get("callbacks"))
-    loggers = instantiate_group(cfg.get("logger"))
-    if not any(isinstance(lg, CSVLogger) for lg in loggers):
-        loggers.insert(0, CSVLogger(save_dir=str(run_dir), name="", version=""))
-    resolve_precision(cfg.trainer)
-    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
-    try:
-        for logger in loggers:
-            logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+    with task_run(cfg) as run:
+        datamodule = instantiate(cfg.data, augment=None)
+        gan: GAN = instantiate(cfg.model)
+        callbacks = instantiate_group(cfg.get("callbacks"))
+        resolve_precision(cfg.trainer)
+        trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=run.loggers)
         start = time.perf_counter()
         trainer.fit(gan, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
         fit_seconds = time.perf_counter() - start
@@ -98,33 +82,31 @@ def train_gan(cfg: DictConfig) -> dict[str, float]:
         metrics = scalar_metrics(trainer.callback_metrics)
         epochs_run = max(1, trainer.current_epoch - start_epoch)
         seed = cfg.seed if cfg.get("seed") is not None else 0
-        grid, synthetic = write_samples(gan, run_dir, cfg.get("metrics"), seed)
-        log_images(loggers, {"samples_final": grid})
+        grid, synthetic = write_samples(gan, run.dir, cfg.get("metrics"), seed)
+        log_images(run.loggers, {"samples_final": grid})
         if cfg.get("metrics") and cfg.metrics.enabled:
-            metrics |= quality(gan, cfg, datamodule, synthetic, run_dir)
+            metrics |= quality(gan, cfg, datamodule, synthetic, run.dir)
         metrics |= {
             "epochs": trainer.current_epoch,
             "fit_seconds": fit_seconds,
             "seconds_per_epoch": fit_seconds / epochs_run,
             "images_per_second": len(datamodule.train_set) * epochs_run / fit_seconds,
             "train_images": len(datamodule.train_set),
-            "generator_checkpoint": str(run_dir / "checkpoints" / "last.ckpt"),
+            "generator_checkpoint": str(run.dir / "checkpoints" / "last.ckpt"),
             "synthetic_set": str(synthetic),
-            "run_dir": str(run_dir),
+            "run_dir": str(run.dir),
             "seed": cfg.get("seed"),
         }
-        for logger in loggers:  # the figures also go to W&B / TensorBoard
+        for logger in run.loggers:  # the figures also go to W&B / TensorBoard
             logger.log_metrics({k: v for k, v in metrics.items() if k.startswith("quality/")})
             logger.save()
-        write_json(run_dir / "metrics.json", metrics)  # last: its presence marks a complete run
+        run.finish(metrics)
         summary = ", ".join(f"{k.split('/')[1]} {metrics[k]:.3f}" for k in ("quality/cas", "quality/fd",
                             "quality/agreement") if k in metrics)  # fmt: skip
-        log.info(f"GAN: {summary or 'no metrics'} · {fit_seconds:.0f} s · run dir: {run_dir}")
+        log.info(f"GAN: {summary or 'no metrics'} · {fit_seconds:.0f} s · run dir: {run.dir}")
         return metrics
-    finally:
-        finish_wandb(loggers)
 
 
-@hydra.main(version_base="1.3", config_path=str(PROJECT_ROOT / "conf"), config_name="gan")
+@hydra_task("gan")
 def main(cfg: DictConfig) -> None:
-    report_user_errors(train_gan, cfg)
+    train_gan(cfg)

@@ -16,20 +16,19 @@ import logging
 import warnings
 from pathlib import Path
 
-import hydra
 import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig
 from torch import nn
 
-from fmnist import PROJECT_ROOT
 from fmnist.data.datamodule import SPLIT_KEYS
 from fmnist.models.classifier import Classifier
 from fmnist.predict.model import SPLIT_KEY, load_classifier, save_safetensors
 from fmnist.predict.preprocess import BACKGROUND_TOLERANCE
 from fmnist.utils.errors import UserError
 from fmnist.utils.io import atomic_path, read_classifier_checkpoint
-from fmnist.utils.runtime import report_user_errors, setup_runtime
+from fmnist.utils.runtime import setup_runtime
+from fmnist.utils.task import hydra_task
 
 log = logging.getLogger("fmnist")
 FORMATS = {"onnx": ".onnx", "torchscript": ".pt", "safetensors": ".safetensors"}
@@ -164,6 +163,6 @@ def export(cfg: DictConfig) -> dict:
     return {"out": str(out), "sidecar": str(side), "max_abs_logit_diff": diff}
 
 
-@hydra.main(version_base="1.3", config_path=str(PROJECT_ROOT / "conf"), config_name="export")
+@hydra_task("export")
 def main(cfg: DictConfig) -> None:
-    report_user_errors(export, cfg)
+    export(cfg)

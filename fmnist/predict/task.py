@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import hydra
 import numpy as np
 import torch
 from omegaconf import DictConfig, ListConfig
@@ -19,13 +18,13 @@ from PIL import Image
 from rich.console import Console
 from rich.table import Table
 
-from fmnist import PROJECT_ROOT
 from fmnist.predict.images import Item, expand, read_items
 from fmnist.predict.model import load_classifier
 from fmnist.predict.output import save_grid, write_predictions
 from fmnist.predict.preprocess import MODES
 from fmnist.utils.errors import DataError, UserError
-from fmnist.utils.runtime import report_user_errors, setup_runtime
+from fmnist.utils.runtime import setup_runtime
+from fmnist.utils.task import hydra_task
 
 log = logging.getLogger("fmnist")
 
@@ -115,6 +114,6 @@ def predict(cfg: DictConfig) -> list[dict]:
     return rows
 
 
-@hydra.main(version_base="1.3", config_path=str(PROJECT_ROOT / "conf"), config_name="predict")
+@hydra_task("predict")
 def main(cfg: DictConfig) -> None:
-    report_user_errors(predict, cfg)
+    predict(cfg)
