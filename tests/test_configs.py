@@ -7,6 +7,7 @@ from pathlib import Path
 import lightning.pytorch as pl
 import pytest
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
 from fmnist.utils.runtime import instantiate_group
 
@@ -36,6 +37,7 @@ EXPERIMENTS = sorted(p.stem for p in (Path(CONF_DIR) / "experiment").glob("*.yam
 ON_CPU = {
     "convnext_gpu": ["trainer=cpu", "model.pretrained=false", "data.image_size=32"],
     "resnet50_gpu": ["trainer=cpu", "model.pretrained=false", "data.image_size=32"],
+    "finetune_gpu": ["trainer=cpu", "model.pretrained=false", "data.image_size=32"],
     "best_gpu": ["trainer=cpu", "model.backbone.widths=[16,32,64]", "model.backbone.stem=16"],
 }
 
@@ -52,12 +54,22 @@ def test_every_experiment_preset_runs_a_fast_dev_run(name, tiny_data, tmp_path):
     assert f'"choice/experiment": "{name}"' in metrics and '"test/acc"' in metrics
 
 
-@pytest.mark.parametrize("name", ["train", "eval"])
-def test_entry_configs_compose(name, tiny_data, tmp_path):
-    overrides = ["ckpt_path=x.ckpt"] if name == "eval" else []
-    cfg = compose_cfg(name, [*tiny_data_overrides(tiny_data, tmp_path), *overrides], tmp_path / "run")
-    assert cfg.task_name == name
-    assert str(cfg.optimized_metric if name == "train" else cfg.splits[0]).startswith(("val/", "test"))
+ENTRY_CONFIGS = sorted(p.stem for p in Path(CONF_DIR).glob("*.yaml"))
+
+
+@pytest.mark.parametrize("name", ENTRY_CONFIGS)
+def test_every_entry_config_resolves_once_its_required_keys_are_given(name, tmp_path):
+    """Every interpolation of every task's config resolves (a renamed key or group would break one), and the
+    required keys (`???`) are exactly the inputs the task documents."""
+    cfg = compose_cfg(name, [f"paths.log_dir={tmp_path}"], tmp_path / "run")
+    required = sorted(k for k in cfg if k != "hydra" and OmegaConf.is_missing(cfg, k))
+    for key in required:
+        cfg[key] = "x"
+    OmegaConf.to_container(cfg, resolve=True)  # raises on a broken interpolation
+    assert cfg.task_name == name  # the run directory is outputs/<task_name>/...
+    expected = {"eval": ["ckpt_path"], "export": ["ckpt_path"], "generate": ["ckpt_path"], "ensemble": ["runs"],
+                "predict": ["images"], "relabel": ["runs", "source"]}  # fmt: skip
+    assert required == expected.get(name, [])
 
 
 def test_unknown_option_lists_the_choices():

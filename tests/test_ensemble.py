@@ -219,36 +219,34 @@ def test_ensemble_cli_writes_every_output(runs, tiny_data):
     )
 
 
-def test_fitting_sees_only_validation_data(runs, tiny_data, monkeypatch):
-    """Every fit receives the validation labels, and all fits happen before any test prediction exists."""
-    events = []
-    for name in ("fit_combination", "fit_temperature", "predict"):
-        original = getattr(ensemble_run, name)
+def test_fits_do_not_depend_on_the_test_split(runs, tiny_data, monkeypatch):
+    """Weights, greedy selection and temperatures come from validation alone: scrambling the test split (labels
+    shuffled, images mirrored) changes test scores but none of the fitted values nor any validation figure."""
+    from fmnist.data.datamodule import FashionMNISTDataModule, TensorBatches
 
-        def spy(*args, _name=name, _original=original, **kwargs):
-            if _name == "predict":
-                events.append(("predict", args[2]))
-            else:
-                events.append((_name, args[2] if _name == "fit_combination" else args[1]))
-            return _original(*args, **kwargs)
-
-        monkeypatch.setattr(ensemble_run, name, spy)
     overrides = [
         *ensemble_overrides(tiny_data, runs),
         f"runs={runs}/train/multiruns/sweep/*",
         "tta=flip",
-        "methods=[greedy,val_acc]",
+        "methods=[soft,greedy,val_acc]",
     ]
-    cfg = compose_cfg("ensemble", overrides, runs / "spy")
-    ensemble_run.ensemble(cfg)
-    datamodule = ensemble_run.instantiate(cfg.data)
-    datamodule.setup()
-    fits = [labels for name, labels in events if name.startswith("fit")]
-    assert len(fits) == 2 + 3  # one per method, one temperature per member
-    assert all(torch.equal(labels, datamodule.val_set.labels) for labels in fits)
-    order = [name if name.startswith("fit") else labels for name, labels in events]
-    assert order.index("test") > max(i for i, name in enumerate(order) if name.startswith("fit"))
-    assert json.loads((runs / "spy" / "results.json").read_text())["settings"]["tta"] == "flip"
+    ensemble_run.ensemble(compose_cfg("ensemble", overrides, runs / "clean"))
+    setup = FashionMNISTDataModule.setup
+
+    def scrambled_setup(self, stage=None):
+        setup(self, stage)
+        images, labels = self.test_set.images, self.test_set.labels
+        shuffled = labels[torch.randperm(len(labels), generator=torch.Generator().manual_seed(0))]
+        self.test_set = TensorBatches(images.flip(-1).roll(3, dims=-2), shuffled)
+
+    monkeypatch.setattr(FashionMNISTDataModule, "setup", scrambled_setup)
+    ensemble_run.ensemble(compose_cfg("ensemble", overrides, runs / "scrambled"))
+    clean, scrambled = (json.loads((runs / d / "results.json").read_text())["rows"] for d in ("clean", "scrambled"))
+    for a, b in zip(clean, scrambled, strict=True):
+        assert a["key"] == b["key"]
+        assert a["weights"] == b["weights"] and a["temperature"] == b["temperature"], a["key"]
+        assert a["val"] == b["val"], a["key"]
+    assert any(a["test"]["acc"] != b["test"]["acc"] for a, b in zip(clean, scrambled, strict=True))
 
 
 # --- refused input ------------------------------------------------------------------------------------------------
