@@ -15,7 +15,7 @@ from omegaconf import DictConfig
 
 from fmnist.data.tta import check_tta
 from fmnist.utils.errors import UserError
-from fmnist.utils.io import read_checkpoint
+from fmnist.utils.io import read_classifier_checkpoint
 from fmnist.utils.loggers import log_images
 from fmnist.utils.plots import plot_confusion_matrix, plot_learning_curves
 from fmnist.utils.runtime import instantiate_group, resolve_precision, scalar_metrics
@@ -48,7 +48,7 @@ def check_config(cfg: DictConfig) -> int:
             "the test split is only scored once, at the end."
         )
     if cfg.get("ckpt_path"):
-        checkpoint = read_checkpoint(cfg.ckpt_path)
+        checkpoint = read_classifier_checkpoint(cfg.ckpt_path)
         if "loops" not in checkpoint or "optimizer_states" not in checkpoint:
             raise UserError(f"{cfg.ckpt_path} holds weights only, no training state; it cannot resume a run.")
         return int(checkpoint.get("global_step", 0))

@@ -21,7 +21,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 from torch import nn
 
-from fmnist.utils.io import atomic_path, read_checkpoint
+from fmnist.utils.io import atomic_path, read_gan_checkpoint
 from fmnist.data.datamodule import CLASSES, FashionMNISTDataModule, TensorBatches, to_unit_float
 from fmnist.utils.errors import CheckpointError, DataError, UserError
 
@@ -74,14 +74,7 @@ def load_generator(path: str | Path):
     """The GAN of a checkpoint written by `python gan.py` (weights_only loading); CheckpointError otherwise."""
     from fmnist.models.gan import GAN
 
-    checkpoint = read_checkpoint(path)
-    hparams = checkpoint.get("hyper_parameters") or {}
-    if "generator" not in hparams:
-        kind = "a classifier" if "backbone" in hparams else "not a GAN"
-        raise CheckpointError(
-            f"{path} is {kind} checkpoint; a generator checkpoint from `python gan.py` is needed "
-            "(outputs/gan/runs/<run>/checkpoints/last.ckpt), or a synthetic set (.safetensors)."
-        )
+    read_gan_checkpoint(path)  # refuses unsafe, corrupt and classifier files with a message
     model = GAN.load_from_checkpoint(path, map_location="cpu", weights_only=True)
     return model.eval()
 

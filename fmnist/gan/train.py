@@ -18,8 +18,8 @@ from omegaconf import DictConfig, OmegaConf
 from fmnist.data.synthetic import generate_set, save_synthetic
 from fmnist.gan.metrics import classification_accuracy_score, real_data_classifier, sample_quality
 from fmnist.models.gan import GAN, plot_sample_grid
-from fmnist.utils.errors import CheckpointError, UserError
-from fmnist.utils.io import read_checkpoint
+from fmnist.utils.errors import UserError
+from fmnist.utils.io import read_gan_checkpoint
 from fmnist.utils.loggers import log_images
 from fmnist.utils.runtime import instantiate_group, resolve_precision, scalar_metrics
 from fmnist.utils.task import hydra_task, task_run
@@ -33,9 +33,7 @@ def check_config(cfg: DictConfig) -> int:
         raise UserError("gan.py trains a GAN: `model` must be a GAN config (conf/gan_model/, gan_model@model=dcgan).")
     if not cfg.get("ckpt_path"):
         return 0
-    checkpoint = read_checkpoint(cfg.ckpt_path)
-    if "generator" not in (checkpoint.get("hyper_parameters") or {}):
-        raise CheckpointError(f"{cfg.ckpt_path} is not a GAN checkpoint; resume with <gan run>/checkpoints/last.ckpt.")
+    checkpoint = read_gan_checkpoint(cfg.ckpt_path)  # resume with <gan run>/checkpoints/last.ckpt
     return int(checkpoint.get("epoch", -1)) + 1
 
 

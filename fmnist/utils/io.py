@@ -57,15 +57,31 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     return checkpoint
 
 
+def checkpoint_kind(checkpoint: dict[str, Any]) -> str:
+    """What wrote a Lightning checkpoint: "classifier" (train.py), "gan" (gan.py) or "other"."""
+    hparams = checkpoint.get("hyper_parameters") or {}
+    return "classifier" if "backbone" in hparams else "gan" if "generator" in hparams else "other"
+
+
 def read_classifier_checkpoint(path: str | Path) -> dict[str, Any]:
     """A checkpoint of fmnist.models.classifier.Classifier (not of a GAN or another module)."""
     checkpoint = read_checkpoint(path)
-    hparams = checkpoint.get("hyper_parameters") or {}
-    if "backbone" not in hparams:
-        kind = "a GAN" if "generator" in hparams else "not a Classifier"
+    if (kind := checkpoint_kind(checkpoint)) != "classifier":
         raise CheckpointError(
-            f"{path} is {kind} checkpoint; this command needs a classifier checkpoint from `python train.py` "
-            "(<run>/checkpoints/best.ckpt or last.ckpt)."
+            f"{path} is {'a GAN' if kind == 'gan' else 'not a Classifier'} checkpoint; this command needs a "
+            "classifier checkpoint from `python train.py` (<run>/checkpoints/best.ckpt or last.ckpt)."
+        )
+    return checkpoint
+
+
+def read_gan_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A checkpoint of fmnist.models.gan.GAN (not of a classifier or another module)."""
+    checkpoint = read_checkpoint(path)
+    if (kind := checkpoint_kind(checkpoint)) != "gan":
+        raise CheckpointError(
+            f"{path} is {'a classifier' if kind == 'classifier' else 'not a GAN'} checkpoint; a generator "
+            "checkpoint from `python gan.py` is needed (outputs/gan/runs/<run>/checkpoints/last.ckpt), or a "
+            "synthetic set (.safetensors)."
         )
     return checkpoint
 
