@@ -121,6 +121,36 @@ def test_temperature_scaling_fixes_an_over_confident_model():
     assert torch.equal(apply_temperature(over_confident, temperature).argmax(1), over_confident.argmax(1))
 
 
+def test_members_calibrated_before_the_vote_count_by_accuracy_not_confidence():
+    """An accurate but under-confident member (as label smoothing makes them) and a less accurate, confident one.
+    Raw, the confident one wins the NLL-driven greedy selection and sways the soft vote; with each member's own
+    temperature applied first (calibrate_members), the accurate one does, and the fitted rule keeps applying it."""
+    generator = torch.Generator().manual_seed(0)
+    n, c = 4000, 10
+    labels = torch.randint(0, c, (n,), generator=generator)
+
+    def member(accuracy: float, sharpness: float) -> torch.Tensor:
+        right = torch.rand(n, generator=generator) < accuracy
+        predicted = torch.where(right, labels, (labels + torch.randint(1, c, (n,), generator=generator)) % c)
+        logits = torch.randn(n, c, generator=generator) + 4 * F.one_hot(predicted, c)
+        return (sharpness * logits).log_softmax(-1)
+
+    members = torch.stack([member(0.95, 0.2), member(0.8, 1.0)])
+    temperatures = torch.tensor([fit_temperature(m, labels) for m in members])
+    assert temperatures[0] < 0.5 < temperatures[1], "the under-confident member is sharpened, the other hardly"
+    accuracy = lambda combination: (combination(members).argmax(-1) == labels).double().mean().item()  # noqa: E731
+    raw = fit_combination("greedy", members, labels)
+    calibrated = fit_combination("greedy", members, labels, member_temperatures=temperatures)
+    assert raw.weights[1] > raw.weights[0] and calibrated.weights[0] > calibrated.weights[1]
+    assert accuracy(calibrated) > accuracy(raw) + 0.05
+    soft_raw = fit_combination("soft", members, labels)
+    soft_calibrated = fit_combination("soft", members, labels, member_temperatures=temperatures)
+    assert accuracy(soft_calibrated) > accuracy(soft_raw) + 0.05
+    # the same temperatures at prediction time: the rule is the soft vote of the calibrated members
+    expected = soft_vote(apply_temperature(members, temperatures.view(-1, 1, 1)))
+    assert torch.allclose(soft_calibrated.combine(members), expected)
+
+
 def test_scores_agree_with_hand_computation_and_torchmetrics():
     # 10 images, every top-class confidence 0.9, 6 right: one occupied bin, ECE = |0.9 - 0.6| = 0.3
     labels = torch.tensor([0, 1, 2, 0, 1, 2, 0, 1, 2, 0])

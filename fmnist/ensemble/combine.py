@@ -104,8 +104,11 @@ def greedy_selection(
     return best_counts
 
 
-def apply_temperature(log_probs: torch.Tensor, temperature: float) -> torch.Tensor:
-    """softmax(log p / T): T > 1 softens over-confident predictions; the top class never changes."""
+def apply_temperature(log_probs: torch.Tensor, temperature: float | torch.Tensor) -> torch.Tensor:
+    """softmax(log p / T): T > 1 softens over-confident predictions; the top class never changes. A tensor T
+    broadcasts (e.g. (M, 1, 1): one temperature per member)."""
+    if isinstance(temperature, torch.Tensor):
+        temperature = temperature.to(log_probs)
     return F.log_softmax(log_probs / temperature, dim=-1)
 
 
@@ -133,6 +136,7 @@ class Combination:
     method: str
     weights: torch.Tensor  # (M,), summing to 1
     temperature: float | None = None
+    member_temperatures: torch.Tensor | None = None  # (M,): each member calibrated before the vote, or None
 
     @property
     def probabilistic(self) -> bool:
@@ -141,6 +145,8 @@ class Combination:
 
     def combine(self, member_log_probs: torch.Tensor) -> torch.Tensor:
         """The ensemble's log-probabilities before temperature scaling."""
+        if self.member_temperatures is not None:
+            member_log_probs = apply_temperature(member_log_probs, self.member_temperatures.view(-1, 1, 1))
         vote = hard_vote if self.method == "hard" else soft_vote
         return vote(member_log_probs, self.weights)
 
@@ -156,17 +162,27 @@ def fit_combination(
     temperature_scaling: bool = False,
     greedy_rounds: int = 50,
     greedy_metric: str = "nll",
+    member_temperatures: torch.Tensor | None = None,
 ) -> Combination:
-    """Fit `method` (a key of METHODS) on validation predictions (M, N, C) and labels (N,) alone."""
+    """Fit `method` (a key of METHODS) on validation predictions (M, N, C) and labels (N,) alone.
+
+    member_temperatures: (M,) temperatures (fitted on the same validation predictions) that calibrate each member
+    before the vote and before the weights are fitted. Members trained differently (with and without label
+    smoothing, say) differ in confidence far more than in accuracy; uncalibrated, the most confident member
+    dominates the soft vote and an NLL-driven greedy selection, whatever its accuracy."""
     check_methods([method])
     m = len(val_log_probs)
+    calibrated = val_log_probs  # what the weights are fitted on
+    if member_temperatures is not None:
+        member_temperatures = torch.as_tensor(member_temperatures, dtype=torch.float64)
+        calibrated = apply_temperature(val_log_probs, member_temperatures.view(-1, 1, 1))
     weights = torch.full((m,), 1.0 / m, dtype=torch.float64)  # soft and hard voting
     if method == "val_acc":
-        weights = accuracy_weights(val_log_probs, val_labels)
+        weights = accuracy_weights(calibrated, val_labels)
     elif method == "greedy":
-        counts = greedy_selection(val_log_probs, val_labels, greedy_rounds, greedy_metric)
+        counts = greedy_selection(calibrated, val_labels, greedy_rounds, greedy_metric)
         weights = counts.double() / counts.sum()
-    combination = Combination(method, weights)
+    combination = Combination(method, weights, member_temperatures=member_temperatures)
     if temperature_scaling and combination.probabilistic:
         combination.temperature = fit_temperature(combination.combine(val_log_probs), val_labels)
     return combination

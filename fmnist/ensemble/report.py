@@ -25,7 +25,12 @@ Split = tuple[torch.Tensor, torch.Tensor]  # (M, N, C) member log-probabilities,
 
 def score_row(combination: Combination, val: Split, test: Split) -> dict[str, Any]:
     """Scores of a fitted combination on both splits, before and (if fitted) after temperature scaling."""
-    row: dict[str, Any] = {"weights": combination.weights.tolist(), "temperature": combination.temperature}
+    member_temperatures = combination.member_temperatures
+    row: dict[str, Any] = {
+        "weights": combination.weights.tolist(),
+        "temperature": combination.temperature,
+        "member_temperatures": None if member_temperatures is None else member_temperatures.tolist(),
+    }
     for split, (member_log_probs, labels) in (("val", val), ("test", test)):
         combined = combination.combine(member_log_probs)
         row[split] = scores(combined, labels, combination.probabilistic)
@@ -54,6 +59,7 @@ def build_report(
             "tta": cfg.tta,
             "methods": list(cfg.methods),
             "temperature_scaling": bool(cfg.temperature_scaling),
+            "calibrate_members": bool(cfg.calibrate_members),
             "greedy": OmegaConf.to_container(cfg.greedy),
             "checkpoint": cfg.checkpoint,
             "split": dict(members[0].split),
@@ -94,7 +100,8 @@ def markdown_table(report: dict[str, Any]) -> str:
     note = (
         f"{s['n_val']} validation images (val_size={s['split']['val_size']}, split_seed={s['split']['split_seed']}) "
         f"fit weights, selection and temperatures; {s['n_test']} test images scored once. TTA: {s['tta']}. "
-        "Hard voting gives vote shares, not probabilities: no NLL."
+        + ("Members are combined after their own temperature (calibrate_members). " if s["calibrate_members"] else "")
+        + "Hard voting gives vote shares, not probabilities: no NLL."
     )
     return "\n".join(["# Ensemble", "", *lines, "", note, ""])
 

@@ -148,16 +148,25 @@ def fit_on_validation(
 ) -> tuple[dict[str, Combination], list[Combination]]:
     """Every fitted choice of the ensemble, from validation predictions (M, N, C) and labels alone: one combination
     per method, and each member as a one-member combination with its own temperature."""
+    member_temperatures = None
+    if cfg.temperature_scaling or cfg.calibrate_members:
+        member_temperatures = torch.tensor([fit_temperature(lp, val_labels) for lp in val_log_probs])
     methods = {
         method: fit_combination(
-            method, val_log_probs, val_labels, cfg.temperature_scaling, cfg.greedy.rounds, cfg.greedy.metric
+            method,
+            val_log_probs,
+            val_labels,
+            cfg.temperature_scaling,
+            cfg.greedy.rounds,
+            cfg.greedy.metric,
+            member_temperatures if cfg.calibrate_members else None,
         )
         for method in check_methods(list(cfg.methods))
     }
     singles = []
-    for i, member_log_probs in enumerate(val_log_probs):
+    for i in range(len(val_log_probs)):
         weights = F.one_hot(torch.tensor(i), len(val_log_probs)).double()
-        temperature = fit_temperature(member_log_probs, val_labels) if cfg.temperature_scaling else None
+        temperature = float(member_temperatures[i]) if cfg.temperature_scaling else None
         singles.append(Combination("soft", weights, temperature))
     return methods, singles
 
