@@ -78,6 +78,32 @@ def test_fast_preset_runs_end_to_end_fast_dev_run(tiny_data, tmp_path):
     assert metrics["tta"] == "flip" and 0 <= metrics["test/acc"] <= 1
 
 
+# each ingredient of the presets, switched on (or off) alone, with the plain CNN and the ResNet
+INGREDIENTS = {
+    "ema": ["callbacks=ema"],
+    "erasing": ["aug=strong"],
+    "tta_flip_shift": ["aug=flip", "tta=flip+shift"],
+    "label_smoothing_off": ["model.label_smoothing=0"],
+}
+RESNET_ONLY = {  # the CNN's AdamW has no Nesterov switch; whitening initialises the ResNet's stem
+    "heavy_ball": ["model.optimizer.nesterov=false"],
+    "whiten_trainable": ["model.backbone.whiten=trainable"],
+}
+CASES = [(m, i) for m in ("cnn", "resnet") for i in INGREDIENTS] + [("resnet", i) for i in RESNET_ONLY]
+
+
+@pytest.mark.parametrize(("model", "ingredient"), CASES, ids=[f"{m}-{i}" for m, i in CASES])
+def test_each_ingredient_runs_with_the_cnn_and_the_resnet(model, ingredient, tiny_data, tmp_path):
+    options = {**INGREDIENTS, **RESNET_ONLY}[ingredient]
+    overrides = [*tiny_overrides(tiny_data, tmp_path), f"model={model}", *options, "debug=fdr"]
+    cfg = compose_cfg("train", overrides, tmp_path / "run")
+    train(cfg)
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["choice/model"] == model and metrics["global_step"] == 1 and 0 <= metrics["test/acc"] <= 1
+    if ingredient == "tta_flip_shift":
+        assert metrics["tta"] == "flip+shift"
+
+
 @pytest.fixture(scope="module")
 def resnet_run(tiny_data, tmp_path_factory) -> Path:
     """One real epoch of the fast preset on the tiny data, with checkpoints."""
