@@ -102,6 +102,22 @@ def test_photo_becomes_centred_light_on_black_28x28():
     assert abs(centroid[1] - 13.5) <= 1.0, centroid
 
 
+def test_unevenly_lit_photo_is_cropped_to_the_garment_not_the_light():
+    """A table lit from above: the background darkens from 250 to 170 towards the bottom. With one background
+    level the darker half counts as object; the fitted background plane keeps the crop on the garment."""
+    image = photo(size=(300, 400), box=(150, 40, 240, 180))  # the garment in the upper right
+    gradient = np.linspace(250, 170, 400)[:, None] * np.ones((1, 300))
+    gray = np.asarray(image.convert("L")).astype(float)
+    lit = np.where(gray > 200, gradient, gray).astype(np.uint8)  # the light background replaced by the gradient
+    out = photo_to_fmnist(lit)
+    rows, cols = np.flatnonzero(out.max(1) > 64), np.flatnonzero(out.max(0) > 64)
+    assert rows[0] <= 1 and rows[-1] >= 26, "the garment's height spans the 28 pixels, not the garment + the shade"
+    assert abs((cols[0] + cols[-1]) / 2 - 13.5) <= 1, "centred horizontally"
+    assert max(out[0, 0], out[0, -1], out[-1, 0], out[-1, -1]) == 0, "no background left in the corners"
+    evenly_lit = photo_to_fmnist(np.asarray(image.convert("L")))
+    assert ((out > 64) == (evenly_lit > 64)).mean() > 0.97, "the same shape as without the shade"
+
+
 def test_photo_on_dark_background_is_not_inverted():
     light_on_dark = 255 - np.asarray(photo().convert("L"))
     assert np.array_equal(photo_to_fmnist(light_on_dark), prepare(photo(), "photo"))

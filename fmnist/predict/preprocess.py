@@ -3,8 +3,10 @@
 Xiao et al. 2017 (arXiv:1708.07747, section 2) made the data set from product photos on white backgrounds: trim the
 edges close to the background colour, resize the longest edge to 28, extend the shortest edge to 28 and centre,
 negate, 8-bit grayscale. `photo` follows that: grayscale, invert when the background (judged by the border pixels)
-is light, crop to the object's bounding box, pad to a square, resize to 28x28 with antialiasing, and stretch the
-levels so the background is 0 like in the data set. Arrays in and out are (H, W) uint8, light object on black.
+is light, subtract the background (a plane fitted to the border pixels: a real photo is lit unevenly, the data set's
+studio shots were not), crop to the object's bounding box, pad to a square, resize to 28x28 with antialiasing, and
+stretch the levels so the background is 0 like in the data set. Arrays in and out are (H, W) uint8, light object
+on black.
 """
 
 from __future__ import annotations
@@ -42,6 +44,24 @@ def border_pixels(gray: np.ndarray) -> np.ndarray:
 def background_is_light(gray: np.ndarray) -> bool:
     """True when the median border pixel is in the upper half of the range (a product photo on white)."""
     return float(np.median(border_pixels(gray))) > 127.5
+
+
+def background_plane(gray: np.ndarray) -> np.ndarray:
+    """The background level at every pixel: the plane a + b x + c y fitted (least squares) to the border pixels.
+    One level would do for a studio shot; a phone shot of a garment on a table has a light gradient, and with one
+    level the brighter half of the table counts as object and ruins the crop."""
+    h, w = gray.shape
+    ys, xs = np.mgrid[0:h, 0:w]
+    edge = np.zeros((h, w), dtype=bool)
+    edge[[0, -1], :] = edge[:, [0, -1]] = True
+    design = np.stack([np.ones(edge.sum()), xs[edge], ys[edge]], axis=1).astype(np.float64)
+    levels = gray[edge].astype(np.float64)
+    coefficients, *_ = np.linalg.lstsq(design, levels, rcond=None)
+    # once more without the border pixels the object touches (a sleeve cut by the frame), if most are left
+    keep = np.abs(design @ coefficients - levels) <= BACKGROUND_TOLERANCE * 255
+    if keep.mean() >= 0.5:
+        coefficients, *_ = np.linalg.lstsq(design[keep], levels[keep], rcond=None)
+    return coefficients[0] + coefficients[1] * xs + coefficients[2] * ys
 
 
 def bounding_box(gray: np.ndarray, background: float, tolerance: float = BACKGROUND_TOLERANCE):
@@ -85,16 +105,17 @@ def photo_to_fmnist(gray: np.ndarray, size: int = SIZE) -> np.ndarray:
         raise ValueError(f"expected a (H, W) uint8 array, got {gray.shape} {gray.dtype}")
     if background_is_light(gray):
         gray = 255 - gray
-    background = float(np.median(border_pixels(gray)))
-    box = bounding_box(gray, background)
+    # flat-field: object minus background, so the background is 0 everywhere and the object is what stands out
+    flat = np.clip(gray - background_plane(gray), 0, 255)
+    box = bounding_box(flat, 0.0)
     if box is None:
         raise DataError(
             f"shows no object: every pixel is within {BACKGROUND_TOLERANCE:.0%} of the background level "
-            f"{background:.0f}."
+            f"{float(np.median(border_pixels(gray))):.0f}."
         )
     top, bottom, left, right = box
-    square = pad_to_square(gray[top:bottom, left:right], round(background))
-    return stretch_levels(resize(square, size), background)
+    square = pad_to_square(np.rint(flat[top:bottom, left:right]).astype(np.uint8), 0)
+    return stretch_levels(resize(square, size), 0.0)
 
 
 def unchanged(gray: np.ndarray, size: int = SIZE) -> np.ndarray:

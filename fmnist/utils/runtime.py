@@ -17,7 +17,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from fmnist import PROJECT_ROOT
+from fmnist import PACKAGE_DIR, PROJECT_ROOT
 from fmnist.utils.errors import UserError
 from fmnist.utils.io import atomic_path, run_dir_of
 
@@ -36,8 +36,11 @@ def _input_stats(*args: Any) -> ListConfig:
 
 
 def register_resolvers() -> None:
-    """`${fmnist_root:}` is the project directory; `${fmnist_run_dir:ckpt,default}` is the run directory of a
-    checkpoint being resumed (so the run continues in place), else `default`."""
+    """`${fmnist_root:}` is the project directory; `${fmnist_package:}` the installed package (its shipped/ model);
+    `${fmnist_run_dir:ckpt,default}` is the run directory of a checkpoint being resumed (so the run continues in
+    place), else `default`."""
+    if not OmegaConf.has_resolver("fmnist_package"):
+        OmegaConf.register_new_resolver("fmnist_package", lambda: str(PACKAGE_DIR))
     if not OmegaConf.has_resolver("fmnist_root"):
         OmegaConf.register_new_resolver("fmnist_root", lambda: str(PROJECT_ROOT))
         OmegaConf.register_new_resolver("fmnist_run_dir", _resume_dir)

@@ -1,0 +1,61 @@
+"""The installed package, away from the checkout: a wheel carries the configs, the shipped model and the console
+scripts, and its predict task classifies an image with nothing but what the wheel installed."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tomllib
+from PIL import Image
+
+from fmnist import PROJECT_ROOT
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("wheel")
+    cmd = [sys.executable, "-m", "pip", "wheel", str(PROJECT_ROOT), "--no-deps", "--no-build-isolation", "-q", "-w"]
+    subprocess.run([*cmd, str(out)], check=True, capture_output=True, timeout=300)
+    (path,) = out.glob("fmnist-*.whl")
+    return path
+
+
+def test_wheel_carries_configs_model_and_console_scripts(wheel):
+    names = set(zipfile.ZipFile(wheel).namelist())
+    configs = {f"fmnist/conf/{p.relative_to(PROJECT_ROOT / 'conf')}" for p in (PROJECT_ROOT / "conf").rglob("*.yaml")}
+    assert configs <= names, sorted(configs - names)[:5]
+    assert {"fmnist/shipped/fmnist_cnn.safetensors", "fmnist/shipped/fmnist_cnn.json"} <= names
+    scripts = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    entry_points = next(n for n in names if n.endswith("entry_points.txt"))
+    listed = zipfile.ZipFile(wheel).read(entry_points).decode()
+    assert {"fmnist-train", "fmnist-predict", "fmnist-export"} <= set(scripts)
+    assert all(f"{name} = {target}" in listed for name, target in scripts.items())
+
+
+def test_installed_predict_runs_outside_the_checkout(wheel, tmp_path):
+    target, work = tmp_path / "site", tmp_path / "elsewhere"
+    work.mkdir()
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)],
+        check=True, capture_output=True, timeout=300,
+    )  # fmt: skip
+    image = np.zeros((28, 28), dtype=np.uint8)
+    image[4:24, 10:18] = 200  # a light bar on black: some garment; what matters is that a prediction comes out
+    Image.fromarray(image).save(work / "bar.png")
+    code = "import sys, fmnist; print('from', fmnist.__file__); from fmnist.predict.task import main; main()"
+    result = subprocess.run(
+        [sys.executable, "-c", code, "images=bar.png", "preprocess=none", "out=preds.csv"],
+        cwd=work, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "PYTHONPATH": str(target), "HYDRA_FULL_ERROR": "1"},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert f"from {target}" in result.stdout, "imported the installed copy, not the checkout"
+    rows = (work / "preds.csv").read_text().splitlines()
+    assert rows[0] == "input,rank,class,index,probability" and rows[1].startswith("bar.png,1,")
+    assert (work / "outputs" / "predict" / "runs").is_dir(), "outputs land where the command runs"
