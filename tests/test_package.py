@@ -4,6 +4,7 @@ scripts, and its predict task classifies an image with nothing but what the whee
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -20,7 +21,23 @@ from fmnist import PROJECT_ROOT
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("wheel")
-    cmd = [sys.executable, "-m", "pip", "wheel", str(PROJECT_ROOT), "--no-deps", "--no-build-isolation", "-q", "-w"]
+    # from a copy: setuptools keeps a build/ directory in the source tree, whose leftovers would land in the wheel
+    top = {
+        ".git",
+        ".venv",
+        "outputs",
+        "data",
+        "wandb",
+        "build",
+        "fmnist.egg-info",
+        "docs",
+    }  # only at the top: conf/data stays
+
+    def skip(directory: str, names: list[str]) -> set[str]:
+        return (top if Path(directory) == PROJECT_ROOT else set()) | {"__pycache__"} & set(names)
+
+    source = shutil.copytree(PROJECT_ROOT, out / "source", symlinks=True, ignore=skip)
+    cmd = [sys.executable, "-m", "pip", "wheel", str(source), "--no-deps", "--no-build-isolation", "-q", "-w"]
     subprocess.run([*cmd, str(out)], check=True, capture_output=True, timeout=300)
     (path,) = out.glob("fmnist-*.whl")
     return path
