@@ -13,15 +13,44 @@ from lightning.pytorch.loggers import Logger, WandbLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.loggers.logger import rank_zero_experiment
 
+from fmnist.utils.io import atomic_path
+
 log = logging.getLogger(__name__)
 
 
 class _ContinuingWriter(ExperimentWriter):
+    """Lightning's writer appends to metrics.csv and rewrites it in place when a new column appears; a Ctrl-C
+    during that save can leave rows wider than the header, and the resumed run then dies reading them. This one
+    keeps an existing file (a resumed run continues it) and writes the whole file atomically on every save."""
+
     def _check_log_dir_exists(self) -> None:
-        # Lightning deletes an existing metrics.csv here; keep it and its columns instead
-        if self._fs.isfile(self.metrics_file_path):
-            with self._fs.open(self.metrics_file_path, "r", newline="") as f:
-                self.metrics_keys = list(csv.DictReader(f).fieldnames or [])
+        self._rows: list[dict] = []
+        if not os.path.isfile(self.metrics_file_path):
+            return
+        with open(self.metrics_file_path, newline="") as f:
+            reader = csv.DictReader(f)
+            rows = list(reader)
+            self.metrics_keys = list(reader.fieldnames or [])
+        # a row of the wrong width (None key: too many fields; None value: too few) is misaligned: drop it
+        self._rows = [r for r in rows if None not in r and None not in r.values()]
+        if len(self._rows) < len(rows):
+            log.warning(
+                "%s: dropped %d malformed row(s) left by an interrupted run",
+                self.metrics_file_path,
+                len(rows) - len(self._rows),
+            )
+
+    def save(self) -> None:
+        if not self.metrics:
+            return
+        rows = self._rows + self.metrics
+        keys = sorted(set(self.metrics_keys).union(*self.metrics))
+        with atomic_path(Path(self.metrics_file_path)) as tmp, tmp.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=keys)
+            writer.writeheader()
+            writer.writerows(rows)
+        # only after the file is in place: an interrupted save leaves the state to retry from
+        self._rows, self.metrics_keys, self.metrics = rows, keys, []
 
 
 class CSVLogger(LightningCSVLogger):
