@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -201,3 +202,18 @@ def test_frozen_whitened_stem_is_kept_through_training(ema_run):
     assert not torch.allclose(trained, fresh.features[0][0].weight), "not the random init"
     pairs = trained.view(16, -1)
     assert torch.allclose(pairs[8:], -pairs[:8])  # still the +- whitening filters: the frozen layer never moved
+
+
+def test_a_time_budget_ends_training_with_the_learning_rate_annealed(tiny_data, tmp_path):
+    # 1,000 epochs asked, 8 seconds allowed: the schedule follows the clock and ends near zero when time is up
+    overrides = [*tiny_overrides(tiny_data, tmp_path), "model=resnet", "trainer.max_epochs=1000",
+                 "trainer.max_time=00:00:00:08", "trainer.log_every_n_steps=1"]  # fmt: skip
+    cfg = compose_cfg("train", overrides, tmp_path / "run")
+    train(cfg)
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert 1 <= metrics["epochs"] < 1000, "max_time stopped the run"
+    with open(tmp_path / "run" / "metrics.csv") as f:
+        lrs = [float(row["lr-SGD/pg1"]) for row in csv.DictReader(f) if row.get("lr-SGD/pg1")]
+    peak = cfg.model.optimizer.lr
+    assert max(lrs) > 0.5 * peak, "the warm-up reached the peak within the budget"
+    assert lrs[-1] < 0.05 * peak, "annealed by the budget's end, not cut at a high learning rate"

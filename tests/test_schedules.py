@@ -1,0 +1,84 @@
+"""The one-cycle schedule on a time budget: OneCycleLR without one, annealed by the budget's end with one."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from fmnist.models import schedules
+from fmnist.models.schedules import BudgetedOneCycleLR, budget_seconds
+
+
+def sgd(lr: float = 0.2) -> torch.optim.SGD:
+    return torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=lr, momentum=0.9)
+
+
+def lrs(scheduler, steps: int) -> list[float]:
+    out = []
+    for _ in range(steps):
+        out.append(scheduler.get_last_lr()[0])
+        scheduler.optimizer.step()
+        scheduler.step()
+    return out
+
+
+def test_without_a_budget_it_is_torchs_one_cycle() -> None:
+    ours = BudgetedOneCycleLR(sgd(), total_steps=100, pct_start=0.25)
+    theirs = torch.optim.lr_scheduler.OneCycleLR(sgd(), max_lr=0.2, total_steps=100, pct_start=0.25,
+                                                 cycle_momentum=False)  # fmt: skip
+    assert lrs(ours, 100) == pytest.approx(lrs(theirs, 100), rel=1e-9, abs=1e-12)
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_binding_budget_anneals_by_wall_time(monkeypatch) -> None:
+    clock = FakeClock()
+    monkeypatch.setattr(schedules.time, "monotonic", clock)
+    scheduler = BudgetedOneCycleLR(sgd(0.2), total_steps=10_000, budget="00:00:01:40", pct_start=0.25)
+    peak_at = 0.25 * 10_000 - 1  # warm-up's end, in steps, as OneCycleLR counts it
+    clock.now += 100 * peak_at / 9_999  # the budget's share of the warm-up has passed, after a few steps
+    lrs(scheduler, 3)
+    assert scheduler.get_last_lr()[0] == pytest.approx(0.2, rel=1e-6), "the peak comes with time, not steps"
+    clock.now += 100  # the budget is over long before the 10,000 steps
+    lrs(scheduler, 1)
+    assert scheduler.get_last_lr()[0] == pytest.approx(0.2 / 25 / 1e4)
+
+
+def test_the_steps_bind_when_they_end_first(monkeypatch) -> None:
+    clock = FakeClock()
+    monkeypatch.setattr(schedules.time, "monotonic", clock)
+    scheduler = BudgetedOneCycleLR(sgd(0.2), total_steps=20, budget={"hours": 1})
+    lrs(scheduler, 19)
+    assert scheduler.get_last_lr()[0] == pytest.approx(0.2 / 25 / 1e4)
+
+
+def test_a_resumed_schedule_continues_from_the_saved_elapsed_time(monkeypatch) -> None:
+    clock = FakeClock()
+    monkeypatch.setattr(schedules.time, "monotonic", clock)
+    first = BudgetedOneCycleLR(sgd(), total_steps=10_000, budget=100)
+    lrs(first, 5)
+    clock.now += 60
+    state = first.state_dict()
+    clock.now += 3600  # a later process: the monotonic clock's origin means nothing across processes
+    resumed = BudgetedOneCycleLR(sgd(), total_steps=10_000, budget=100)
+    resumed.load_state_dict(state)
+    assert resumed.elapsed() == pytest.approx(60) and resumed.last_epoch == first.last_epoch
+    assert resumed.progress() == pytest.approx(0.6), "60 s of a 100-s budget"
+
+
+@pytest.mark.parametrize("budget", ["4:30", "00:00:aa:00", {"mins": 3}, 0, "00:00:00:00"])
+def test_a_malformed_budget_is_refused(budget) -> None:
+    with pytest.raises(ValueError, match="budget"):
+        budget_seconds(budget)
+
+
+def test_budget_formats_match_lightnings_max_time() -> None:
+    assert budget_seconds("01:02:03:04") == 93784
+    assert budget_seconds({"minutes": 4, "seconds": 30}) == 270
+    assert budget_seconds(None) is None
