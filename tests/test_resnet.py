@@ -207,7 +207,8 @@ def test_frozen_whitened_stem_is_kept_through_training(ema_run):
 def test_a_time_budget_ends_training_with_the_learning_rate_annealed(tiny_data, tmp_path):
     # 1,000 epochs asked, 8 seconds allowed: the schedule follows the clock and ends near zero when time is up
     overrides = [*tiny_overrides(tiny_data, tmp_path), "model=resnet", "trainer.max_epochs=1000",
-                 "trainer.max_time=00:00:00:08", "trainer.log_every_n_steps=1"]  # fmt: skip
+                 "trainer.max_time=00:00:00:08", "trainer.log_every_n_steps=1",
+                 "callbacks.lr_monitor.logging_interval=step"]  # fmt: skip
     cfg = compose_cfg("train", overrides, tmp_path / "run")
     train(cfg)
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())

@@ -82,3 +82,25 @@ def test_budget_formats_match_lightnings_max_time() -> None:
     assert budget_seconds("01:02:03:04") == 93784
     assert budget_seconds({"minutes": 4, "seconds": 30}) == 270
     assert budget_seconds(None) is None
+
+
+def test_an_endless_step_count_runs_on_the_budget_alone(monkeypatch) -> None:
+    clock = FakeClock()
+    monkeypatch.setattr(schedules.time, "monotonic", clock)
+    scheduler = BudgetedOneCycleLR(sgd(0.2), total_steps=float("inf"), budget=100)  # trainer.max_epochs=-1
+    clock.now += 25  # pct_start of the budget
+    lrs(scheduler, 1)
+    assert scheduler.get_last_lr()[0] == pytest.approx(0.2)
+    with pytest.raises(ValueError, match="finite"):
+        BudgetedOneCycleLR(sgd(), total_steps=float("inf"))
+
+
+def test_a_resume_keeps_its_own_budget(monkeypatch) -> None:
+    clock = FakeClock()
+    monkeypatch.setattr(schedules.time, "monotonic", clock)
+    first = BudgetedOneCycleLR(sgd(), total_steps=10_000, budget=100)
+    clock.now += 50
+    resumed = BudgetedOneCycleLR(sgd(), total_steps=20_000, budget=200)  # resumed with a longer max_time
+    resumed.load_state_dict(first.state_dict())
+    assert (resumed.budget_s, resumed.total_steps) == (200, 20_000)
+    assert resumed.progress() == pytest.approx(0.25)

@@ -28,6 +28,7 @@ from torchmetrics.classification import (
 
 from fmnist.data.datamodule import CLASSES, to_unit_float
 from fmnist.data.tta import tta_logits
+from fmnist.utils.errors import UserError
 
 
 def plain(value: Any) -> Any:
@@ -230,6 +231,12 @@ class Classifier(pl.LightningModule):
         if "max_lr" in make_scheduler.keywords and any("lr_scale" in g for g in groups):  # OneCycleLR: one per group
             extra["max_lr"] = [make_scheduler.keywords["max_lr"] * g.get("lr_scale", 1.0) for g in groups]
         scheduler = make_scheduler(optimizer, **extra)
+        if getattr(scheduler, "budget_s", None) and self.trainer.world_size > 1:
+            raise UserError(
+                "model.scheduler.budget (a time budget, from trainer.max_time) runs on each process's own clock, so "
+                f"the {self.trainer.world_size} DDP replicas would step at different learning rates. Set "
+                "model.scheduler.budget=null (the schedule then follows max_epochs; max_time still stops training)."
+            )
         return {
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": self.hparams.scheduler_interval},

@@ -31,7 +31,8 @@ def budget_seconds(budget: str | dict | float | int | None) -> float | None:
         days, hours, minutes, secs = (int(p) for p in parts)
         seconds = ((days * 24 + hours) * 60 + minutes) * 60 + secs
     else:
-        units = {"days": 86400, "hours": 3600, "minutes": 60, "seconds": 1}
+        units = {"weeks": 604800, "days": 86400, "hours": 3600, "minutes": 60, "seconds": 1, "milliseconds": 1e-3,
+                 "microseconds": 1e-6}  # fmt: skip
         unknown = set(budget) - set(units)
         if unknown:
             raise ValueError(f"budget {dict(budget)}: unknown keys {sorted(unknown)}; use {list(units)}")
@@ -55,24 +56,26 @@ class BudgetedOneCycleLR(LRScheduler):
     """One-cycle from each parameter group's learning rate as the peak, over `total_steps` steps or `budget` of
     wall time, whichever ends first. With a budget that binds, step k's learning rate depends on the clock, so runs
     are not bit-reproducible from the seed; without one (`budget=None`) this is OneCycleLR. The elapsed time is
-    saved in the state dict, so a resumed run continues the schedule where it stopped."""
+    saved in the state dict, so a resumed run continues the schedule where it stopped. Each process keeps its own
+    clock, so the Classifier refuses a budget under multi-process training (the replicas' rates would differ)."""
 
     def __init__(
         self,
         optimizer: Optimizer,
-        total_steps: int,
+        total_steps: int | float,
         budget: str | dict | float | None = None,
         pct_start: float = 0.25,
         div_factor: float = 25.0,
         final_div_factor: float = 1e4,
         last_epoch: int = -1,
     ) -> None:
-        if total_steps < 1:
-            raise ValueError(f"total_steps must be >= 1, got {total_steps}")
+        self.budget_s = budget_seconds(budget)
+        # trainer.max_epochs=-1 gives an infinite step count: then the budget alone sets the pace
+        if not (total_steps >= 1 and (math.isfinite(total_steps) or self.budget_s is not None)):
+            raise ValueError(f"total_steps must be a finite number >= 1 (or infinite with a budget), got {total_steps}")
         if not 0.0 < pct_start < 1.0:
             raise ValueError(f"pct_start must be in (0, 1), got {pct_start}")
         self.total_steps = total_steps
-        self.budget_s = budget_seconds(budget)
         self.pct_start, self.div_factor, self.final_div_factor = pct_start, div_factor, final_div_factor
         self._clock_start = time.monotonic()
         super().__init__(optimizer, last_epoch)
@@ -82,14 +85,16 @@ class BudgetedOneCycleLR(LRScheduler):
 
     def progress(self) -> float:
         # torch's OneCycleLR reaches its last value at step total_steps - 1
-        progress = self.last_epoch / max(self.total_steps - 1, 1)
+        progress = self.last_epoch / max(self.total_steps - 1, 1)  # 0 for an infinite step count
         if self.budget_s is not None:
             progress = max(progress, self.elapsed() / self.budget_s)
         return min(progress, 1.0)
 
     def get_lr(self) -> list[float]:
         # the warm-up ends at step pct_start * total_steps - 1, as in OneCycleLR
-        warmup = max(self.pct_start * self.total_steps - 1, 0.0) / max(self.total_steps - 1, 1)
+        warmup = self.pct_start
+        if math.isfinite(self.total_steps):
+            warmup = max(self.pct_start * self.total_steps - 1, 0.0) / max(self.total_steps - 1, 1)
         warmup = min(max(warmup, 1e-9), 1 - 1e-9)
         factor = one_cycle_factor(self.progress(), warmup, self.div_factor, self.final_div_factor)
         return [base_lr * factor for base_lr in self.base_lrs]
@@ -100,6 +105,7 @@ class BudgetedOneCycleLR(LRScheduler):
         return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        state = dict(state_dict)
+        # the length and budget stay this run's (a resume may extend trainer.max_time); the position is restored
+        state = {k: v for k, v in state_dict.items() if k not in ("total_steps", "budget_s")}
         self._clock_start = time.monotonic() - state.pop("elapsed", 0.0)
         self.__dict__.update(state)

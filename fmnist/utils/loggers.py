@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import logging
 import netrc
 import os
@@ -21,7 +22,8 @@ log = logging.getLogger(__name__)
 class _ContinuingWriter(ExperimentWriter):
     """Lightning's writer appends to metrics.csv and rewrites it in place when a new column appears; a Ctrl-C
     during that save can leave rows wider than the header, and the resumed run then dies reading them. This one
-    keeps an existing file (a resumed run continues it) and writes the whole file atomically on every save."""
+    keeps an existing file (a resumed run continues it), appends rows while the columns stay the same and writes
+    the whole file atomically when a column is added. Local files only (run directories are)."""
 
     def _check_log_dir_exists(self) -> None:
         self._rows: list[dict] = []
@@ -45,11 +47,18 @@ class _ContinuingWriter(ExperimentWriter):
             return
         rows = self._rows + self.metrics
         keys = sorted(set(self.metrics_keys).union(*self.metrics))
-        with atomic_path(Path(self.metrics_file_path)) as tmp, tmp.open("w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=keys)
-            writer.writeheader()
-            writer.writerows(rows)
-        # only after the file is in place: an interrupted save leaves the state to retry from
+        if keys == self.metrics_keys and os.path.isfile(self.metrics_file_path):
+            # the same columns: append, in one write (Lightning saves after every logging step)
+            text = io.StringIO()
+            csv.DictWriter(text, fieldnames=keys).writerows(self.metrics)
+            with open(self.metrics_file_path, "a", newline="") as f:
+                f.write(text.getvalue())
+        else:  # a new column: the whole file again, with the new header, replacing the old one at once
+            with atomic_path(Path(self.metrics_file_path)) as tmp, tmp.open("w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=keys)
+                writer.writeheader()
+                writer.writerows(rows)
+        # only after the file is written: an interrupted save leaves the state to retry from
         self._rows, self.metrics_keys, self.metrics = rows, keys, []
 
 
