@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 import torch
+from hydra.utils import instantiate
 
 from fmnist.models import schedules
 from fmnist.models.schedules import BudgetedOneCycleLR, budget_seconds
+from fmnist.utils.errors import UserError
+
+from conftest import compose_cfg, tiny_overrides
 
 
 def sgd(lr: float = 0.2) -> torch.optim.SGD:
@@ -104,3 +110,15 @@ def test_a_resume_keeps_its_own_budget(monkeypatch) -> None:
     resumed.load_state_dict(first.state_dict())
     assert (resumed.budget_s, resumed.total_steps) == (200, 20_000)
     assert resumed.progress() == pytest.approx(0.25)
+
+
+def test_the_classifier_refuses_a_budget_under_ddp(tiny_data, tmp_path) -> None:
+    overrides = [*tiny_overrides(tiny_data, tmp_path), "model=resnet", "trainer.max_time=00:00:01:00"]
+    model = instantiate(compose_cfg("train", overrides, tmp_path / "run").model)
+    for world_size, budget_refused in ((1, False), (2, True)):
+        model._trainer = SimpleNamespace(estimated_stepping_batches=100, max_epochs=1, world_size=world_size)
+        if budget_refused:
+            with pytest.raises(UserError, match="DDP replicas"):
+                model.configure_optimizers()
+        else:
+            assert model.configure_optimizers()["lr_scheduler"]["scheduler"].budget_s == 60
