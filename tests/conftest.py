@@ -12,13 +12,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
 from omegaconf import DictConfig, open_dict
 
 import fmnist.utils.runtime  # noqa: F401  (registers the config resolvers)
 from fmnist import PROJECT_ROOT
+from fmnist.data.idx import IMAGE_MAGIC, load_idx_gz
 from fmnist.data.sources import FILES, SYSTEM_DIR
 
 CONF_DIR = str(PROJECT_ROOT / "conf")
@@ -119,3 +122,33 @@ def only_run_dir(root: Path, task: str = "train") -> Path:
     runs = sorted((root / task / "runs").iterdir())
     assert len(runs) == 1, runs
     return runs[0]
+
+
+# --- a classifier checkpoint and test images for predict/export ------------------------------------------------
+@pytest.fixture(scope="module")
+def random_ckpt(tmp_path_factory) -> Path:
+    """A Classifier with the default CNN config and untrained weights, as a Lightning-style .ckpt."""
+    root = tmp_path_factory.mktemp("model")
+    cfg = compose_cfg("train", ["data.system_dir=null"], root / "run")
+    torch.manual_seed(0)
+    model = instantiate(cfg.model)
+    path = root / "random.ckpt"
+    split = {"val_size": 5000, "split_seed": 0, "train_fraction": 1.0, "batch_size": 128}  # as a datamodule saves it
+    torch.save({"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams),
+                "datamodule_hyper_parameters": split}, path)  # fmt: skip
+    return path
+
+
+@pytest.fixture(scope="module")
+def test_images() -> tuple[np.ndarray, np.ndarray]:
+    """The first 40 real test images and labels if the data set is installed, else structured random ones."""
+    if HAVE_REAL_DATA:
+        images = load_idx_gz(REAL_DATA / "t10k-images-idx3-ubyte.gz", IMAGE_MAGIC, None)[:40].numpy()
+        labels = load_idx_gz(REAL_DATA / "t10k-labels-idx1-ubyte.gz", 2049, None)[:40].numpy()
+        return images, labels
+    rng = np.random.default_rng(0)
+    images = np.zeros((40, 28, 28), np.uint8)
+    for i in range(40):
+        top, left = rng.integers(0, 10, 2)
+        images[i, top : top + 18, left : left + 18] = rng.integers(40, 255, (18, 18))
+    return images, np.zeros(40, np.int64)

@@ -1,12 +1,11 @@
-"""predict.py and export.py: preprocessing, reading inputs safely, predictions, ONNX/TorchScript/safetensors
-export, the shipped model, and every bad input ending in one message naming the file and exit 2."""
+"""predict.py: preprocessing, reading inputs safely, predictions, and every bad input ending in one message naming
+the file and exit 2. Export and the shipped models: test_export.py."""
 
 from __future__ import annotations
 
 import gzip
 import json
 import logging
-import re
 import struct
 import zlib
 from pathlib import Path
@@ -14,50 +13,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hydra.utils import instantiate
 from PIL import Image, ImageDraw
 
 from fmnist import PROJECT_ROOT
-from fmnist.data.idx import IMAGE_MAGIC, load_idx_gz
-from fmnist.predict.export import export
 from fmnist.predict.images import read_items
-from fmnist.predict.model import load_classifier, save_safetensors
+from fmnist.predict.model import load_classifier
 from fmnist.predict.preprocess import photo_to_fmnist, prepare
 from fmnist.predict.task import predict
 from fmnist.utils.runtime import report_user_errors
 
-from conftest import HAVE_REAL_DATA, REAL_DATA, compose_cfg, idx_bytes, run_cli
+from conftest import compose_cfg, idx_bytes, run_cli
 
 SHIPPED = PROJECT_ROOT / "models" / "fmnist_cnn.safetensors"
-
-
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory) -> Path:
-    """A Classifier with the default CNN config and untrained weights, as a Lightning-style .ckpt."""
-    root = tmp_path_factory.mktemp("model")
-    cfg = compose_cfg("train", ["data.system_dir=null"], root / "run")
-    torch.manual_seed(0)
-    model = instantiate(cfg.model)
-    path = root / "random.ckpt"
-    split = {"val_size": 5000, "split_seed": 0, "train_fraction": 1.0, "batch_size": 128}  # as a datamodule saves it
-    torch.save({"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams),
-                "datamodule_hyper_parameters": split}, path)  # fmt: skip
-    return path
-
-
-@pytest.fixture(scope="module")
-def test_images() -> tuple[np.ndarray, np.ndarray]:
-    """The first 40 real test images and labels if the data set is installed, else structured random ones."""
-    if HAVE_REAL_DATA:
-        images = load_idx_gz(REAL_DATA / "t10k-images-idx3-ubyte.gz", IMAGE_MAGIC, None)[:40].numpy()
-        labels = load_idx_gz(REAL_DATA / "t10k-labels-idx1-ubyte.gz", 2049, None)[:40].numpy()
-        return images, labels
-    rng = np.random.default_rng(0)
-    images = np.zeros((40, 28, 28), np.uint8)
-    for i in range(40):
-        top, left = rng.integers(0, 10, 2)
-        images[i, top : top + 18, left : left + 18] = rng.integers(40, 255, (18, 18))
-    return images, np.zeros(40, np.int64)
 
 
 def run_predict(tmp_path: Path, *overrides: str) -> list[dict]:
@@ -131,38 +98,38 @@ def test_preprocess_none_passes_28x28_unchanged(tmp_path, test_images):
 
 
 # --- predictions -------------------------------------------------------------------------------------------------
-def test_png_predictions_match_forward_on_tensors(tmp_path, ckpt, test_images):
+def test_png_predictions_match_forward_on_tensors(tmp_path, random_ckpt, test_images):
     images, _ = test_images
     folder = tmp_path / "pngs"
     folder.mkdir()
     for i, image in enumerate(images):
         Image.fromarray(image).save(folder / f"{i:03d}.png")
-    rows = run_predict(tmp_path, f"images={folder}", f"ckpt_path={ckpt}", "preprocess=none", "top_k=2",
+    rows = run_predict(tmp_path, f"images={folder}", f"ckpt_path={random_ckpt}", "preprocess=none", "top_k=2",
                        f"out={tmp_path / 'preds.json'}", "save_inputs=true")  # fmt: skip
-    assert top1(rows) == forward_classes(ckpt, images)
+    assert top1(rows) == forward_classes(random_ckpt, images)
     saved = json.loads((tmp_path / "preds.json").read_text())
     assert [s["top"][0]["index"] for s in saved] == top1(rows) and len(saved[0]["top"]) == 2
     assert (tmp_path / "run" / "inputs.png").is_file()
 
 
-def test_npy_and_idx_inputs(tmp_path, ckpt, test_images):
+def test_npy_and_idx_inputs(tmp_path, random_ckpt, test_images):
     images = test_images[0][:10]
     np.save(tmp_path / "x.npy", images)
     (tmp_path / "x-idx3-ubyte.gz").write_bytes(gzip.compress(idx_bytes(images)))
     rows = run_predict(tmp_path, f"images=[{tmp_path / 'x.npy'},{tmp_path / 'x-idx3-ubyte.gz'}]",
-                       f"ckpt_path={ckpt}", "top_k=1", f"out={tmp_path / 'p.csv'}")  # fmt: skip
-    assert top1(rows) == forward_classes(ckpt, images) * 2
+                       f"ckpt_path={random_ckpt}", "top_k=1", f"out={tmp_path / 'p.csv'}")  # fmt: skip
+    assert top1(rows) == forward_classes(random_ckpt, images) * 2
     assert (tmp_path / "p.csv").read_text().splitlines()[1].startswith(f"{tmp_path / 'x.npy'}[0],1,")
 
 
-def test_folder_skips_bad_files_and_predicts_the_rest(tmp_path, ckpt, caplog):
+def test_folder_skips_bad_files_and_predicts_the_rest(tmp_path, random_ckpt, caplog):
     folder = tmp_path / "mixed"
     folder.mkdir()
     photo().save(folder / "good.jpg")
     (folder / "notes.txt").write_text("not an image")
     (folder / "cut.png").write_bytes(png_bytes()[:-200])
     with caplog.at_level(logging.WARNING, logger="fmnist"):
-        rows = run_predict(tmp_path, f"images={folder}", f"ckpt_path={ckpt}")
+        rows = run_predict(tmp_path, f"images={folder}", f"ckpt_path={random_ckpt}")
     assert {r["input"] for r in rows} == {str(folder / "good.jpg")}
     assert "notes.txt" in caplog.text and "cut.png" in caplog.text
 
@@ -231,25 +198,25 @@ BAD_INPUTS = {
 
 
 @pytest.mark.parametrize("kind", sorted(BAD_INPUTS))
-def test_bad_input_exits_2_naming_the_file(kind, tmp_path, ckpt, caplog):
+def test_bad_input_exits_2_naming_the_file(kind, tmp_path, random_ckpt, caplog):
     path = write_bad(tmp_path, kind)
     with caplog.at_level(logging.ERROR, logger="fmnist"), pytest.raises(SystemExit) as exit_info:
-        run_predict(tmp_path, f"images={path}", f"ckpt_path={ckpt}")
+        run_predict(tmp_path, f"images={path}", f"ckpt_path={random_ckpt}")
     assert exit_info.value.code == 2
     assert str(path) in caplog.text and BAD_INPUTS[kind] in caplog.text, caplog.text
 
 
-def test_preprocess_none_refuses_other_sizes(tmp_path, ckpt, caplog):
+def test_preprocess_none_refuses_other_sizes(tmp_path, random_ckpt, caplog):
     photo().save(tmp_path / "big.png")
     with caplog.at_level(logging.ERROR, logger="fmnist"), pytest.raises(SystemExit) as exit_info:
-        run_predict(tmp_path, f"images={tmp_path / 'big.png'}", f"ckpt_path={ckpt}", "preprocess=none")
+        run_predict(tmp_path, f"images={tmp_path / 'big.png'}", f"ckpt_path={random_ckpt}", "preprocess=none")
     assert exit_info.value.code == 2 and "big.png is 300x200" in caplog.text
 
 
-def test_uniform_image_has_no_object(tmp_path, ckpt, caplog):
+def test_uniform_image_has_no_object(tmp_path, random_ckpt, caplog):
     Image.new("RGB", (50, 50), "white").save(tmp_path / "blank.webp", format="WEBP")
     with caplog.at_level(logging.ERROR, logger="fmnist"), pytest.raises(SystemExit):
-        run_predict(tmp_path, f"images={tmp_path / 'blank.webp'}", f"ckpt_path={ckpt}")
+        run_predict(tmp_path, f"images={tmp_path / 'blank.webp'}", f"ckpt_path={random_ckpt}")
     assert "blank.webp shows no object" in caplog.text
 
 
@@ -270,104 +237,22 @@ def test_checkpoint_that_is_not_a_classifier_exits_2(kind, tmp_path, caplog):
     assert exit_info.value.code == 2 and str(path) in caplog.text, caplog.text
 
 
-def test_unsafe_target_in_model_file_is_refused(tmp_path, ckpt):
+def test_unsafe_target_in_model_file_is_refused(tmp_path, random_ckpt):
     from fmnist.utils.errors import CheckpointError
 
-    checkpoint = torch.load(ckpt, weights_only=True)
+    checkpoint = torch.load(random_ckpt, weights_only=True)
     checkpoint["hyper_parameters"]["finetuning"] = {"_target_": "os.system", "command": "echo hi"}
     torch.save(checkpoint, tmp_path / "evil.ckpt")
     with pytest.raises(CheckpointError, match=r"os\.system"):
         load_classifier(tmp_path / "evil.ckpt")
 
 
-def test_cli_exit_codes(tmp_path, ckpt):
+def test_cli_exit_codes(tmp_path, random_ckpt):
     bad = write_bad(tmp_path, "truncated_png")
-    result = run_cli("predict.py", f"images={bad}", f"ckpt_path={ckpt}", f"paths.log_dir={tmp_path}")
+    result = run_cli("predict.py", f"images={bad}", f"ckpt_path={random_ckpt}", f"paths.log_dir={tmp_path}")
     assert result.returncode == 2 and f"{bad} is truncated or corrupt" in result.stdout + result.stderr
     assert "Traceback" not in result.stdout + result.stderr
     photo().save(tmp_path / "shirt.png")
-    result = run_cli("predict.py", f"images={tmp_path}/*.png", f"ckpt_path={ckpt}", f"paths.log_dir={tmp_path}")
+    result = run_cli("predict.py", f"images={tmp_path}/*.png", f"ckpt_path={random_ckpt}", f"paths.log_dir={tmp_path}")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Predictions · random.ckpt" in result.stdout and "1 of 2 inputs skipped" in result.stdout
-
-
-# --- export and the shipped model --------------------------------------------------------------------------------
-def run_export(tmp_path: Path, *overrides: str) -> dict:
-    cfg = compose_cfg("export", [f"paths.log_dir={tmp_path / 'out'}", *overrides], tmp_path / "run")
-    return report_user_errors(export, cfg)
-
-
-def test_onnx_logits_match_pytorch(tmp_path, ckpt, test_images):
-    import onnxruntime as ort
-
-    result = run_export(tmp_path, f"ckpt_path={ckpt}", "format=onnx", f"out={tmp_path / 'm.onnx'}")
-    session = ort.InferenceSession(result["out"], providers=["CPUExecutionProvider"])
-    images = torch.from_numpy(test_images[0]).float().div(255).unsqueeze(1)
-    with torch.no_grad():
-        expected = load_classifier(ckpt)(images).numpy()
-    for batch in (images[:1], images):  # the batch axis is dynamic
-        (logits,) = session.run(["logits"], {"images": batch.numpy()})
-        assert np.abs(logits - expected[: len(batch)]).max() < 1e-4
-    meta = json.loads((tmp_path / "m.json").read_text())
-    assert meta["class_names"][0] == "T-shirt/top" and meta["input"]["shape"] == ["batch", 1, 28, 28]
-    assert meta["max_abs_logit_diff_vs_pytorch"] < 1e-4
-
-
-def test_torchscript_and_safetensors_exports(tmp_path, ckpt, test_images):
-    images = torch.from_numpy(test_images[0]).float().div(255).unsqueeze(1)
-    with torch.no_grad():
-        expected = load_classifier(ckpt)(images)
-    run_export(tmp_path, f"ckpt_path={ckpt}", "format=torchscript", f"out={tmp_path / 'm.pt'}")
-    with torch.no_grad():
-        assert torch.allclose(torch.jit.load(tmp_path / "m.pt")(images), expected, atol=1e-5)
-    run_export(tmp_path, f"ckpt_path={ckpt}", "format=safetensors", f"out={tmp_path / 'm.safetensors'}")
-    exported = load_classifier(tmp_path / "m.safetensors")
-    with torch.no_grad():
-        assert torch.equal(exported(images), expected)
-    # the split it was selected on travels with it, so eval.py splits=[val] scores the same validation images
-    assert exported.trained_split == {"val_size": 5000, "split_seed": 0, "train_fraction": 1.0}
-
-
-def test_safetensors_round_trip_keeps_every_tensor(tmp_path, ckpt):
-    model = load_classifier(ckpt)
-    save_safetensors(model, tmp_path / "m.safetensors")
-    again = load_classifier(tmp_path / "m.safetensors")
-    assert all(torch.equal(v, again.state_dict()[k]) for k, v in model.state_dict().items())
-
-
-SHIPPED_RESNET = PROJECT_ROOT / "models" / "fmnist_resnet.safetensors"
-
-
-@pytest.mark.parametrize("path", [SHIPPED, SHIPPED_RESNET], ids=["cnn", "resnet"])
-def test_shipped_models_are_small_and_load(path):
-    assert path.is_file() and path.stat().st_size < 5 * 2**20
-    model = load_classifier(path)
-    assert list(model.hparams.class_names)[1] == "Trouser"
-
-
-@pytest.mark.realdata
-@pytest.mark.skipif(not HAVE_REAL_DATA, reason="the real Fashion-MNIST files are not installed")
-def test_shipped_model_is_accurate_on_real_test_images(tmp_path):
-    images = load_idx_gz(REAL_DATA / "t10k-images-idx3-ubyte.gz", IMAGE_MAGIC, None)[:500].numpy()
-    labels = load_idx_gz(REAL_DATA / "t10k-labels-idx1-ubyte.gz", 2049, None)[:500].numpy()
-    np.save(tmp_path / "test.npy", images)
-    rows = run_predict(tmp_path, f"images={tmp_path / 'test.npy'}", "top_k=1")  # the default ckpt_path: shipped
-    assert np.mean(np.array(top1(rows)) == labels) > 0.88
-
-
-CARDS = [  # model file, its card, the TTA its card's headline figure uses (the one its training run used)
-    pytest.param(SHIPPED, PROJECT_ROOT / "models" / "README.md", "flip", id="cnn"),
-    pytest.param(SHIPPED_RESNET, PROJECT_ROOT / "models" / "fmnist_resnet.md", "flip+shift", id="resnet",
-                 marks=pytest.mark.slow),  # 6 views of 10,000 images through the ResNet: ~1 min on 2 cores
-]  # fmt: skip
-
-
-@pytest.mark.realdata
-@pytest.mark.skipif(not HAVE_REAL_DATA, reason="the real Fashion-MNIST files are not installed")
-@pytest.mark.parametrize(("model", "card", "tta"), CARDS)
-def test_eval_reproduces_the_model_cards_test_accuracy(model, card, tta, tmp_path):
-    stated = float(re.search(r"\*\*test accuracy ([\d.]+) %\*\*", card.read_text()).group(1))  # the headline
-    result = run_cli("eval.py", f"ckpt_path={model}", f"tta={tta}", "splits=[test]", f"hydra.run.dir={tmp_path}")
-    assert result.returncode == 0, result.stderr[-2000:]
-    metrics = json.loads((tmp_path / "metrics.json").read_text())
-    assert round(100 * metrics["test/acc"], 2) == stated

@@ -1,0 +1,113 @@
+"""export.py (ONNX, TorchScript, safetensors: the same logits as PyTorch) and the shipped models (small, loadable,
+their cards' test accuracy reproduced by eval.py)."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from fmnist import PROJECT_ROOT
+from fmnist.data.idx import IMAGE_MAGIC, load_idx_gz
+from fmnist.predict.export import export
+from fmnist.predict.model import load_classifier, save_safetensors
+from fmnist.predict.task import predict
+from fmnist.utils.runtime import report_user_errors
+
+from conftest import HAVE_REAL_DATA, REAL_DATA, compose_cfg, run_cli
+
+SHIPPED = PROJECT_ROOT / "models" / "fmnist_cnn.safetensors"
+
+
+def run_predict(tmp_path: Path, *overrides: str) -> list[dict]:
+    cfg = compose_cfg("predict", [f"paths.log_dir={tmp_path / 'out'}", *overrides], tmp_path / "run")
+    return report_user_errors(predict, cfg)
+
+
+def top1(rows: list[dict]) -> list[int]:
+    return [r["index"] for r in rows if r["rank"] == 1]
+
+
+def run_export(tmp_path: Path, *overrides: str) -> dict:
+    cfg = compose_cfg("export", [f"paths.log_dir={tmp_path / 'out'}", *overrides], tmp_path / "run")
+    return report_user_errors(export, cfg)
+
+
+def test_onnx_logits_match_pytorch(tmp_path, random_ckpt, test_images):
+    import onnxruntime as ort
+
+    result = run_export(tmp_path, f"ckpt_path={random_ckpt}", "format=onnx", f"out={tmp_path / 'm.onnx'}")
+    session = ort.InferenceSession(result["out"], providers=["CPUExecutionProvider"])
+    images = torch.from_numpy(test_images[0]).float().div(255).unsqueeze(1)
+    with torch.no_grad():
+        expected = load_classifier(random_ckpt)(images).numpy()
+    for batch in (images[:1], images):  # the batch axis is dynamic
+        (logits,) = session.run(["logits"], {"images": batch.numpy()})
+        assert np.abs(logits - expected[: len(batch)]).max() < 1e-4
+    meta = json.loads((tmp_path / "m.json").read_text())
+    assert meta["class_names"][0] == "T-shirt/top" and meta["input"]["shape"] == ["batch", 1, 28, 28]
+    assert meta["max_abs_logit_diff_vs_pytorch"] < 1e-4
+
+
+def test_torchscript_and_safetensors_exports(tmp_path, random_ckpt, test_images):
+    images = torch.from_numpy(test_images[0]).float().div(255).unsqueeze(1)
+    with torch.no_grad():
+        expected = load_classifier(random_ckpt)(images)
+    run_export(tmp_path, f"ckpt_path={random_ckpt}", "format=torchscript", f"out={tmp_path / 'm.pt'}")
+    with torch.no_grad():
+        assert torch.allclose(torch.jit.load(tmp_path / "m.pt")(images), expected, atol=1e-5)
+    run_export(tmp_path, f"ckpt_path={random_ckpt}", "format=safetensors", f"out={tmp_path / 'm.safetensors'}")
+    exported = load_classifier(tmp_path / "m.safetensors")
+    with torch.no_grad():
+        assert torch.equal(exported(images), expected)
+    # the split it was selected on travels with it, so eval.py splits=[val] scores the same validation images
+    assert exported.trained_split == {"val_size": 5000, "split_seed": 0, "train_fraction": 1.0}
+
+
+def test_safetensors_round_trip_keeps_every_tensor(tmp_path, random_ckpt):
+    model = load_classifier(random_ckpt)
+    save_safetensors(model, tmp_path / "m.safetensors")
+    again = load_classifier(tmp_path / "m.safetensors")
+    assert all(torch.equal(v, again.state_dict()[k]) for k, v in model.state_dict().items())
+
+
+SHIPPED_RESNET = PROJECT_ROOT / "models" / "fmnist_resnet.safetensors"
+
+
+@pytest.mark.parametrize("path", [SHIPPED, SHIPPED_RESNET], ids=["cnn", "resnet"])
+def test_shipped_models_are_small_and_load(path):
+    assert path.is_file() and path.stat().st_size < 5 * 2**20
+    model = load_classifier(path)
+    assert list(model.hparams.class_names)[1] == "Trouser"
+
+
+@pytest.mark.realdata
+@pytest.mark.skipif(not HAVE_REAL_DATA, reason="the real Fashion-MNIST files are not installed")
+def test_shipped_model_is_accurate_on_real_test_images(tmp_path):
+    images = load_idx_gz(REAL_DATA / "t10k-images-idx3-ubyte.gz", IMAGE_MAGIC, None)[:500].numpy()
+    labels = load_idx_gz(REAL_DATA / "t10k-labels-idx1-ubyte.gz", 2049, None)[:500].numpy()
+    np.save(tmp_path / "test.npy", images)
+    rows = run_predict(tmp_path, f"images={tmp_path / 'test.npy'}", "top_k=1")  # the default ckpt_path: shipped
+    assert np.mean(np.array(top1(rows)) == labels) > 0.88
+
+
+CARDS = [  # model file, its card, the TTA its card's headline figure uses (the one its training run used)
+    pytest.param(SHIPPED, PROJECT_ROOT / "models" / "README.md", "flip", id="cnn"),
+    pytest.param(SHIPPED_RESNET, PROJECT_ROOT / "models" / "fmnist_resnet.md", "flip+shift", id="resnet",
+                 marks=pytest.mark.slow),  # 6 views of 10,000 images through the ResNet: ~1 min on 2 cores
+]  # fmt: skip
+
+
+@pytest.mark.realdata
+@pytest.mark.skipif(not HAVE_REAL_DATA, reason="the real Fashion-MNIST files are not installed")
+@pytest.mark.parametrize(("model", "card", "tta"), CARDS)
+def test_eval_reproduces_the_model_cards_test_accuracy(model, card, tta, tmp_path):
+    stated = float(re.search(r"\*\*test accuracy ([\d.]+) %\*\*", card.read_text()).group(1))  # the headline
+    result = run_cli("eval.py", f"ckpt_path={model}", f"tta={tta}", "splits=[test]", f"hydra.run.dir={tmp_path}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert round(100 * metrics["test/acc"], 2) == stated
