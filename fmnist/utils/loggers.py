@@ -45,7 +45,6 @@ class _ContinuingWriter(ExperimentWriter):
     def save(self) -> None:
         if not self.metrics:
             return
-        rows = self._rows + self.metrics
         keys = sorted(set(self.metrics_keys).union(*self.metrics))
         if keys == self.metrics_keys and os.path.isfile(self.metrics_file_path):
             # the same columns: append, in one write (Lightning saves after every logging step)
@@ -57,9 +56,10 @@ class _ContinuingWriter(ExperimentWriter):
             with atomic_path(Path(self.metrics_file_path)) as tmp, tmp.open("w", newline="") as f:
                 writer = csv.DictWriter(f, fieldnames=keys)
                 writer.writeheader()
-                writer.writerows(rows)
+                writer.writerows(self._rows + self.metrics)
         # only after the file is written: an interrupted save leaves the state to retry from
-        self._rows, self.metrics_keys, self.metrics = rows, keys, []
+        self._rows.extend(self.metrics)
+        self.metrics_keys, self.metrics = keys, []
 
 
 class CSVLogger(LightningCSVLogger):
