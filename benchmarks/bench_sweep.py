@@ -1,5 +1,5 @@
-"""Benchmark of the Optuna sweep (issue 7): a pruned search of the default CNN on short budgets, then full-length
-runs of the best parameters against the default config, several seeds each.
+"""Benchmark of the Optuna sweep (issue 7): a pruned search of the simple CNN on short budgets, then full-length
+runs of the best parameters against the CNN's defaults (`model=cnn`), several seeds each.
 
     python benchmarks/bench_sweep.py                                   # 20 trials x 3 epochs, then 3 seeds x 2 configs
     python benchmarks/bench_sweep.py --trials 20 --sweep-epochs 3 --full-epochs 10 --seeds 1 2 3
@@ -28,6 +28,7 @@ from optuna.trial import TrialState
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 STUDY = "cnn"  # conf/hparams_search/cnn.yaml
+MODEL = ["model=cnn"]  # the searched model, for the plain runs too (the default model is the ResNet)
 SET_HERE = ("trainer.max_epochs", "seed", "hydra.", "paths.log_dir", "task_name")  # keys this script sets itself
 
 
@@ -94,7 +95,7 @@ def final_runs(out: Path, name: str, overrides: list[str], seeds: list[int], epo
 
 
 def existing_runs(run_dirs: list[Path]) -> list[dict]:
-    """Finished runs of the default config (e.g. from benchmarks/bench_train.py), instead of training them again."""
+    """Finished runs of the CNN defaults (e.g. from benchmarks/bench_train.py), instead of training them again."""
     runs = []
     for run_dir in run_dirs:
         metrics = json.loads((run_dir / "metrics.json").read_text())
@@ -121,7 +122,7 @@ def report(summary: dict) -> str:
         return f"{100 * stat['mean']:.2f} ± {100 * stat['sd']:.2f} % (n={stat['n']})"
 
     lines = [
-        "# Optuna sweep of the default CNN",
+        "# Optuna sweep of the simple CNN",
         "",
         f"Sweep: `{summary['commands']['sweep']}` — {s['wall_seconds'] / 60:.1f} min",
         f"- trials: {p['trials']['COMPLETE']} complete, {p['trials']['PRUNED']} pruned, {p['trials']['FAIL']} failed",
@@ -136,7 +137,7 @@ def report(summary: dict) -> str:
         "",
         "| config | val acc (best epoch) | test acc |",
         "|---|---|---|",
-        f"| default (`python train.py`) | {acc(default['val'])} | {acc(default['test'])} |",
+        f"| CNN defaults (`python train.py model=cnn`) | {acc(default['val'])} | {acc(default['test'])} |",
         f"| sweep's best | {acc(best['val'])} | {acc(best['test'])} |",
         "",
         f"Best-params command: `python train.py {' '.join(summary['best_overrides'])}`",
@@ -165,11 +166,11 @@ def main() -> None:
     # the best trial as a plain run, minus what this script sets (epochs, seed, directories)
     own = SET_HERE + tuple(key_of(o) + "=" for o in args.overrides)
     best_overrides = [o for o in results["best_overrides"] if not o.lstrip("+~").startswith(own)]
-    best = final_runs(out, "best", [*best_overrides, *args.overrides], args.seeds, args.full_epochs)
+    best = final_runs(out, "best", [*MODEL, *best_overrides, *args.overrides], args.seeds, args.full_epochs)
     if args.default_runs:
         default = existing_runs(args.default_runs)
     else:
-        default = final_runs(out, "default", args.overrides, args.seeds, args.full_epochs)
+        default = final_runs(out, "default", [*MODEL, *args.overrides], args.seeds, args.full_epochs)
     sweep_command = (
         f"python train.py -m hparams_search=cnn hydra.sweeper.n_trials={args.trials} "
         f"trainer.max_epochs={args.sweep_epochs}"

@@ -87,8 +87,9 @@ def tiny_data_overrides(tiny_data, output_root: Path) -> list[str]:
 
 
 def tiny_overrides(tiny_data, output_root: Path) -> list[str]:
-    """`tiny_data_overrides` plus a short, fast training schedule."""
-    return [*tiny_data_overrides(tiny_data, output_root), "trainer.max_epochs=2", "model.optimizer.lr=0.01"]
+    """`tiny_data_overrides` plus the small CNN on a short, fast training schedule (a later `model=` replaces it)."""
+    schedule = ["trainer.max_epochs=2", "model.optimizer.lr=0.01"]
+    return [*tiny_data_overrides(tiny_data, output_root), "model=cnn", *schedule]
 
 
 def compose_cfg(config_name: str, overrides: list[str], output_dir: Path) -> DictConfig:
@@ -127,9 +128,9 @@ def only_run_dir(root: Path, task: str = "train") -> Path:
 # --- a classifier checkpoint and test images for predict/export ------------------------------------------------
 @pytest.fixture(scope="module")
 def random_ckpt(tmp_path_factory) -> Path:
-    """A Classifier with the default CNN config and untrained weights, as a Lightning-style .ckpt."""
+    """A Classifier with the CNN config and untrained weights, as a Lightning-style .ckpt."""
     root = tmp_path_factory.mktemp("model")
-    cfg = compose_cfg("train", ["data.system_dir=null"], root / "run")
+    cfg = compose_cfg("train", ["data.system_dir=null", "model=cnn"], root / "run")
     torch.manual_seed(0)
     model = instantiate(cfg.model)
     path = root / "random.ckpt"

@@ -54,6 +54,34 @@ def test_every_experiment_preset_runs_a_fast_dev_run(name, tiny_data, tmp_path):
     assert f'"choice/experiment": "{name}"' in metrics and '"test/acc"' in metrics
 
 
+def test_the_default_run_is_the_fast_preset_and_runs(tiny_data, tmp_path):
+    """`python train.py` trains the measured `experiment=fast` recipe (README, docs/RESULTS.md): the two configs
+    differ only in the trainer's accelerator (the preset pins the CPU) and the tags; and the default runs."""
+    from fmnist.train import train
+
+    def flat(overrides: list[str]) -> dict:
+        cfg = compose_cfg("train", [f"paths.log_dir={tmp_path}", *overrides], tmp_path / "run")
+        return {k: v for k, v in flatten(OmegaConf.to_container(cfg)).items() if not k.startswith("hydra.")}
+
+    default, fast = flat([]), flat(["experiment=fast"])
+    differing = {k for k in default.keys() | fast.keys() if default.get(k) != fast.get(k)}
+    assert differing == {"trainer.accelerator", "tags"}, differing
+    assert default["model.backbone._target_"].endswith("ResNet") and default["trainer.max_time"] == "00:00:04:40"
+    train(compose_cfg("train", [*tiny_data_overrides(tiny_data, tmp_path), "debug=fdr"], tmp_path / "run"))
+    assert '"test/acc"' in (tmp_path / "run" / "metrics.json").read_text()
+
+
+def flatten(tree: dict, prefix: str = "") -> dict:
+    """{"a": {"b": 1}} -> {"a.b": 1}; lists stay values."""
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
 ENTRY_CONFIGS = sorted(p.stem for p in Path(CONF_DIR).glob("*.yaml"))
 
 

@@ -211,8 +211,8 @@ class RecordBatches(pl.Callback):
 
 def test_aug_gan_mixes_the_share_into_training_batches_only(tiny_data, tmp_path):
     source = recognisable_set(tmp_path / "white.safetensors")
-    overrides = [*tiny_data_overrides(tiny_data, tmp_path), "aug=gan", f"aug.source={source}", "aug.share=0.4",
-                 "trainer.max_epochs=1", "callbacks=none", "logger=csv"]  # fmt: skip
+    overrides = [*tiny_data_overrides(tiny_data, tmp_path), "model=cnn", "aug=gan", f"aug.source={source}",
+                 "aug.share=0.4", "trainer.max_epochs=1", "callbacks=none", "logger=csv"]  # fmt: skip
     cfg = compose_cfg("train", overrides, tmp_path / "run")
     datamodule, model, trainer = build(cfg, loggers=[])
     recorder = RecordBatches()
@@ -229,7 +229,7 @@ def test_aug_gan_mixes_the_share_into_training_batches_only(tiny_data, tmp_path)
 
 
 def test_default_gan_is_trained_once_cached_and_leaves_the_random_state(tiny_data, tmp_path, caplog):
-    overrides = [*tiny_data_overrides(tiny_data, tmp_path), "aug=gan", "aug.n_per_class=5",
+    overrides = [*tiny_data_overrides(tiny_data, tmp_path), "model=cnn", "aug=gan", "aug.n_per_class=5",
                  "aug.default_gan.steps=3", "aug.default_gan.batch_size=50",
                  "aug.default_gan.model.generator.width=16", "aug.default_gan.model.discriminator.width=8"]  # fmt: skip
     cfg = compose_cfg("train", overrides, tmp_path / "run")

@@ -28,7 +28,7 @@ def test_real_files_pass_every_check_and_split_as_documented():
 
 def test_one_short_epoch_learns(tmp_path):
     overrides = [
-        f"data.system_dir={REAL_DATA}", f"data.data_dir={tmp_path / 'none'}", "data.download=false",
+        f"data.system_dir={REAL_DATA}", f"data.data_dir={tmp_path / 'none'}", "data.download=false", "model=cnn",
         "data.train_fraction=0.2", "trainer.max_epochs=1", "trainer.accelerator=cpu", f"paths.log_dir={tmp_path}",
     ]  # fmt: skip
     cfg = compose_cfg("train", overrides, tmp_path / "run")

@@ -47,8 +47,8 @@ def test_soft_synthetic_labels_make_soft_targets_for_the_whole_batch():
 def test_training_with_a_soft_labelled_set(tiny_data, tmp_path):
     source = save_synthetic(tmp_path / "white.safetensors", torch.full((40, 28, 28), 255, dtype=torch.uint8),
                             soft_rows(40))  # fmt: skip
-    overrides = [*tiny_data_overrides(tiny_data, tmp_path), "aug=gan", f"aug.source={source}", "aug.share=0.4",
-                 "trainer.max_epochs=1", "callbacks=none", "logger=csv"]  # fmt: skip
+    overrides = [*tiny_data_overrides(tiny_data, tmp_path), "model=cnn", "aug=gan", f"aug.source={source}",
+                 "aug.share=0.4", "trainer.max_epochs=1", "callbacks=none", "logger=csv"]  # fmt: skip
     datamodule, model, trainer = build(compose_cfg("train", overrides, tmp_path / "run"), loggers=[])
     recorder = RecordBatches()
     trainer.callbacks.append(recorder)

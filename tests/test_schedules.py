@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import socket
+from functools import partial
 from types import SimpleNamespace
 
 import pytest
 import torch
+import torch.multiprocessing as mp
 from hydra.utils import instantiate
 
 from fmnist.models import schedules
+from fmnist.models.classifier import Classifier
 from fmnist.models.schedules import BudgetedOneCycleLR, budget_seconds
-from fmnist.utils.errors import UserError
 
 from conftest import compose_cfg, tiny_overrides
 
@@ -112,13 +115,34 @@ def test_a_resume_keeps_its_own_budget(monkeypatch) -> None:
     assert resumed.progress() == pytest.approx(0.25)
 
 
-def test_the_classifier_refuses_a_budget_under_ddp(tiny_data, tmp_path) -> None:
+def test_the_classifier_shares_one_clock_between_ddp_replicas(tiny_data, tmp_path) -> None:
     overrides = [*tiny_overrides(tiny_data, tmp_path), "model=resnet", "trainer.max_time=00:00:01:00"]
     model = instantiate(compose_cfg("train", overrides, tmp_path / "run").model)
-    for world_size, budget_refused in ((1, False), (2, True)):
+    for world_size in (1, 2):
         model._trainer = SimpleNamespace(estimated_stepping_batches=100, max_epochs=1, world_size=world_size)
-        if budget_refused:
-            with pytest.raises(UserError, match="DDP replicas"):
-                model.configure_optimizers()
-        else:
-            assert model.configure_optimizers()["lr_scheduler"]["scheduler"].budget_s == 60
+        scheduler = model.configure_optimizers()["lr_scheduler"]["scheduler"]
+        assert scheduler.budget_s == 60
+        assert (scheduler.reduce_elapsed is not None) == (world_size > 1)
+
+
+def replica(rank: int, port: int, results) -> None:
+    """One of two gloo processes whose clocks disagree by 30 s; both use the Classifier's reduction."""
+    torch.distributed.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    scheduler = BudgetedOneCycleLR(sgd(), total_steps=1_000_000, budget=100)
+    scheduler._clock_start -= 30 * rank  # process 1 started 30 s earlier
+    scheduler.reduce_elapsed = partial(Classifier.max_over_processes, SimpleNamespace(device="cpu"))
+    scheduler.step()
+    results[rank] = (scheduler.get_last_lr()[0], scheduler.progress())
+    torch.distributed.destroy_process_group()
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed is not available")
+def test_ddp_replicas_step_at_the_same_learning_rate() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with mp.Manager() as manager:
+        results = manager.dict()
+        mp.spawn(replica, args=(port, results), nprocs=2)
+        (lr0, progress0), (lr1, progress1) = results[0], results[1]
+    assert lr0 == lr1 and progress0 == progress1 >= 0.3  # the slower clock (30 s of 100) for both

@@ -28,7 +28,6 @@ from torchmetrics.classification import (
 
 from fmnist.data.datamodule import CLASSES, to_unit_float
 from fmnist.data.tta import tta_logits
-from fmnist.utils.errors import UserError
 
 
 def plain(value: Any) -> Any:
@@ -211,6 +210,12 @@ class Classifier(pl.LightningModule):
             (decay if p.ndim > 1 else no_decay).append(p)
         return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
 
+    def max_over_processes(self, value: float) -> float:
+        """The largest `value` of all training processes (one small all-reduce; every process must call it)."""
+        tensor = torch.tensor([value], dtype=torch.float64, device=self.device)
+        torch.distributed.all_reduce(tensor, op=torch.distributed.ReduceOp.MAX)
+        return tensor.item()
+
     def configure_optimizers(self) -> dict:
         groups = self.parameter_groups()
         lr = self.hparams.optimizer.get("lr")
@@ -232,11 +237,8 @@ class Classifier(pl.LightningModule):
             extra["max_lr"] = [make_scheduler.keywords["max_lr"] * g.get("lr_scale", 1.0) for g in groups]
         scheduler = make_scheduler(optimizer, **extra)
         if getattr(scheduler, "budget_s", None) and self.trainer.world_size > 1:
-            raise UserError(
-                "model.scheduler.budget (a time budget, from trainer.max_time) runs on each process's own clock, so "
-                f"the {self.trainer.world_size} DDP replicas would step at different learning rates. Set "
-                "model.scheduler.budget=null (the schedule then follows max_epochs; max_time still stops training)."
-            )
+            # one clock for all replicas (the slowest process's), else their learning rates would drift apart
+            scheduler.reduce_elapsed = self.max_over_processes
         return {
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": self.hparams.scheduler_interval},

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from typing import Any
 
 from torch.optim import Optimizer
@@ -56,8 +57,9 @@ class BudgetedOneCycleLR(LRScheduler):
     """One-cycle from each parameter group's learning rate as the peak, over `total_steps` steps or `budget` of
     wall time, whichever ends first. With a budget that binds, step k's learning rate depends on the clock, so runs
     are not bit-reproducible from the seed; without one (`budget=None`) this is OneCycleLR. The elapsed time is
-    saved in the state dict, so a resumed run continues the schedule where it stopped. Each process keeps its own
-    clock, so the Classifier refuses a budget under multi-process training (the replicas' rates would differ)."""
+    saved in the state dict, so a resumed run continues the schedule where it stopped. Under multi-process
+    training each process has its own clock: `reduce_elapsed` (set by the Classifier under DDP) replaces a
+    process's elapsed time by the maximum over processes, so the replicas step at the same learning rate."""
 
     def __init__(
         self,
@@ -78,6 +80,7 @@ class BudgetedOneCycleLR(LRScheduler):
         self.total_steps = total_steps
         self.pct_start, self.div_factor, self.final_div_factor = pct_start, div_factor, final_div_factor
         self._clock_start = time.monotonic()
+        self.reduce_elapsed: Callable[[float], float] | None = None  # e.g. the max over DDP processes
         super().__init__(optimizer, last_epoch)
 
     def elapsed(self) -> float:
@@ -87,7 +90,8 @@ class BudgetedOneCycleLR(LRScheduler):
         # torch's OneCycleLR reaches its last value at step total_steps - 1
         progress = self.last_epoch / max(self.total_steps - 1, 1)  # 0 for an infinite step count
         if self.budget_s is not None:
-            progress = max(progress, self.elapsed() / self.budget_s)
+            elapsed = self.elapsed() if self.reduce_elapsed is None else self.reduce_elapsed(self.elapsed())
+            progress = max(progress, elapsed / self.budget_s)
         return min(progress, 1.0)
 
     def get_lr(self) -> list[float]:
@@ -100,12 +104,12 @@ class BudgetedOneCycleLR(LRScheduler):
         return [base_lr * factor for base_lr in self.base_lrs]
 
     def state_dict(self) -> dict[str, Any]:
-        state = {k: v for k, v in self.__dict__.items() if k not in ("optimizer", "_clock_start")}
+        state = {k: v for k, v in self.__dict__.items() if k not in ("optimizer", "_clock_start", "reduce_elapsed")}
         state["elapsed"] = self.elapsed()
         return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         # the length and budget stay this run's (a resume may extend trainer.max_time); the position is restored
-        state = {k: v for k, v in state_dict.items() if k not in ("total_steps", "budget_s")}
+        state = {k: v for k, v in state_dict.items() if k not in ("total_steps", "budget_s", "reduce_elapsed")}
         self._clock_start = time.monotonic() - state.pop("elapsed", 0.0)
         self.__dict__.update(state)
