@@ -12,11 +12,20 @@ from fmnist.models.classifier import Classifier
 
 from conftest import only_run_dir, run_cli, tiny_overrides
 
+MODELS = {
+    "cnn": [],
+    # the default model on its time budget: the two processes share one clock (fmnist/models/schedules.py)
+    "resnet_budget": ["model=resnet", "model.backbone.widths=[8,16,32]", "model.backbone.stem=8",
+                      "trainer.max_time=00:00:05:00"],
+}  # fmt: skip
+
 
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed is not available")
-def test_ddp_two_cpu_processes(tiny_data, tmp_path):
+@pytest.mark.parametrize("model", MODELS)
+def test_ddp_two_cpu_processes(model, tiny_data, tmp_path):
     overrides = [
         *tiny_overrides(tiny_data, tmp_path),
+        *MODELS[model],
         "trainer=ddp",
         "trainer.accelerator=cpu",
         "trainer.devices=2",

@@ -60,16 +60,6 @@ def test_bad_arguments_are_refused():
         ResNet(widths=(8,), pool="median")
 
 
-def test_fast_preset_composes(tiny_data, tmp_path):
-    cfg = compose_cfg("train", [*tiny_overrides(tiny_data, tmp_path), *PRESET], tmp_path / "run")
-    assert cfg.model.backbone._target_ == "fmnist.models.components.resnet.ResNet"
-    assert cfg.model.optimizer._target_ == "torch.optim.SGD" and cfg.model.optimizer.nesterov
-    assert cfg.model.optimizer.momentum == 0.9 and cfg.model.label_smoothing == 0.2
-    assert cfg.aug.flip > 0 and cfg.tta == "flip"
-    assert cfg.trainer.max_epochs >= 1 and cfg.trainer.accelerator == "cpu"
-    assert cfg.model.backbone.image_size == 28 and cfg.model.backbone.in_chans == 1
-
-
 def test_fast_preset_runs_end_to_end_fast_dev_run(tiny_data, tmp_path):
     cfg = compose_cfg("train", [*tiny_overrides(tiny_data, tmp_path), *PRESET, "debug=fdr"], tmp_path / "run")
     assert cfg.trainer.fast_dev_run

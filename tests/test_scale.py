@@ -53,7 +53,8 @@ def test_two_sweep_processes_share_one_study(tiny_data, tmp_path):
 
 def test_parallel_launcher_runs_jobs_in_worker_processes(tiny_data, tmp_path):
     overrides = [*tiny_data_overrides(tiny_data, tmp_path), "threads=1", "trainer.max_epochs=1"]
-    result = run_cli("train.py", "-m", "seed=1,2", "hydra/launcher=parallel", *overrides, "model.backbone.hidden=32")
+    small_cnn = ["model=cnn", "model.backbone.hidden=32"]
+    result = run_cli("train.py", "-m", "seed=1,2", "hydra/launcher=parallel", *overrides, *small_cnn)
     assert result.returncode == 0, result.stderr[-3000:]
     (sweep_dir,) = (tmp_path / "train" / "multiruns").iterdir()
     seeds = sorted(json.loads((sweep_dir / str(n) / "metrics.json").read_text())["seed"] for n in (0, 1))

@@ -141,7 +141,7 @@ def test_failed_and_nan_trials_are_recorded_and_the_sweep_goes_on(tiny_data, tmp
     result, output = sweep(
         "hydra/sweeper=fmnist_optuna", "hydra/sweeper/sampler=grid", *data_overrides(tiny_data, tmp_path),
         "trainer.max_epochs=1", "test=false", "optimized_metric=val/loss", "hydra.sweeper.direction=minimize",
-        "hydra.sweeper.n_trials=4", "hydra.sweeper.max_failure_rate=0.75", "hydra.sweeper.plots=false",
+        "hydra.sweeper.n_trials=4", "hydra.sweeper.max_failure_rate=0.75", "hydra.sweeper.plots=false", "model=cnn",
         "model.backbone.stages=[[8],[16]]", "model.backbone.dropout=choice(0.1,1.5)", "model.std=choice([0.353],[0.0])",
     )  # fmt: skip
     assert result.returncode == 0, output[-4000:]
