@@ -32,6 +32,20 @@ def test_resnet_shapes_at_28px(widths):
     assert channels_last(images.contiguous(memory_format=torch.channels_last)).shape == (3, 10)
 
 
+def test_ceil_pool_keeps_the_edge_of_odd_sized_maps():
+    torch.manual_seed(0)
+    floor, ceil = ResNet(widths=(8, 16, 32)).eval(), ResNet(widths=(8, 16, 32), ceil_pool=True).eval()
+    ceil.load_state_dict(floor.state_dict())  # the same weights: only the pooling differs
+    images = torch.randn(2, 1, 28, 28)
+    assert ceil.features(images).shape == (2, 32, 4, 4)  # 28 -> 14 -> 7 -> 4 px
+    # the last stage's pool (features: ..., conv_bn, pool, residual): the 7-px map's last row is dropped by the
+    # floor pool and kept by the ceil pool
+    edge = torch.zeros(2, 32, 7, 7)
+    edge[..., 6, :] = 100.0  # a large activation on the last row only
+    assert floor.features[-2](edge).amax() == 0.0
+    assert ceil.features[-2](edge).amax() == 100.0
+
+
 def test_parameter_count_depends_on_widths_and_depth():
     small, large = ResNet(widths=(16, 32, 64)), ResNet(widths=(32, 64, 128))
     assert n_params(small) < n_params(large)

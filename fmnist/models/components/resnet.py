@@ -2,7 +2,8 @@
 
 Layout: a conv-BN-ReLU stem at the full 28 px, then one stage per entry of `widths`, each
 conv-BN-ReLU -> 2x2 max-pool -> `depth` residual blocks of two conv-BN-ReLU, then a global pool and a linear head
-whose logits are multiplied by `scale`. With widths [w1, w2, w3] the maps go 28 -> 14 -> 7 -> 3 px.
+whose logits are multiplied by `scale`. With widths [w1, w2, w3] the maps go 28 -> 14 -> 7 -> 3 px (-> 4 px with
+`ceil_pool`).
 """
 
 from __future__ import annotations
@@ -41,6 +42,9 @@ class ResNet(nn.Module):
     pool: "max" (Page's choice: the strongest response anywhere) or "avg" for the global pooling before the head.
     scale: multiplies the logits; Page's 0.125 keeps the early softmax soft, which behaves like a lower learning rate
         on the head and stabilises the high-lr SGD schedule. 1.0 = a plain linear head.
+    ceil_pool: round each 2x2 max-pool's output size up (7 -> 4 px instead of 3). Rounding down, as torch does by
+        default, drops the last row and column of an odd-sized map: at 28 px input that is the bottom and right
+        4 pixels of the image in the last stage (hems, trouser legs), which only the stage's 3x3 conv then carries.
     whiten: initialise the stem conv from the training data (airbench): "frozen" or "trainable", null = random.
         The stem's filters become the top principal directions of the 3x3 input patches, scaled to unit variance,
         each with its negation, so the ReLU after it keeps both signs. See `init_whitening`.
@@ -55,6 +59,7 @@ class ResNet(nn.Module):
         pool: str = "max",
         scale: float = 0.125,
         whiten: str | None = None,
+        ceil_pool: bool = False,
         num_classes: int = 10,
         in_chans: int = 1,
         image_size: int = 28,
@@ -79,7 +84,7 @@ class ResNet(nn.Module):
         self.whiten = whiten
         layers: list[nn.Module] = [conv_bn(in_chans, c_in)]
         for width, n_blocks in zip(widths, depths, strict=True):
-            layers += [conv_bn(c_in, width), nn.MaxPool2d(2)]
+            layers += [conv_bn(c_in, width), nn.MaxPool2d(2, ceil_mode=ceil_pool)]
             layers += [Residual(width) for _ in range(n_blocks)]
             c_in = width
         self.features = nn.Sequential(*layers)
