@@ -35,7 +35,6 @@ def test_resnet_shapes_at_28px(widths):
 def test_ceil_pool_keeps_the_edge_of_odd_sized_maps():
     torch.manual_seed(0)
     floor, ceil = ResNet(widths=(8, 16, 32)).eval(), ResNet(widths=(8, 16, 32), ceil_pool=True).eval()
-    ceil.load_state_dict(floor.state_dict())  # the same weights: only the pooling differs
     images = torch.randn(2, 1, 28, 28)
     assert ceil.features(images).shape == (2, 32, 4, 4)  # 28 -> 14 -> 7 -> 4 px
     # the last stage's pool (features: ..., conv_bn, pool, residual): the 7-px map's last row is dropped by the
@@ -90,9 +89,10 @@ INGREDIENTS = {
     "tta_flip_shift": ["aug=flip", "tta=flip+shift"],
     "label_smoothing_off": ["model.label_smoothing=0"],
 }
-RESNET_ONLY = {  # the CNN's AdamW has no Nesterov switch; whitening initialises the ResNet's stem
+RESNET_ONLY = {  # the CNN's AdamW has no Nesterov switch; whitening and ceil_pool are the ResNet's
     "heavy_ball": ["model.optimizer.nesterov=false"],
     "whiten_trainable": ["model.backbone.whiten=trainable"],
+    "ceil_pool": ["model.backbone.ceil_pool=true"],
 }
 CASES = [(m, i) for m in ("cnn", "resnet") for i in INGREDIENTS] + [("resnet", i) for i in RESNET_ONLY]
 
