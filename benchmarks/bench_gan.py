@@ -67,10 +67,10 @@ def table(fraction: float, seeds: list[int], train_overrides: list[str], tag: st
     gan_source = [f"aug.source={synthetic}"] if synthetic.is_file() else []  # else the default GAN (cache part)
     rows = []
     for aug in (["aug=basic"], ["aug=gan", *gan_source]):
-        overrides = [*aug, f"data.train_fraction={fraction}", *train_overrides]
+        overrides = ["model=cnn", *aug, f"data.train_fraction={fraction}", *train_overrides]  # the CNN of RESULTS.md
         name = f"cnn_{aug[0].removeprefix('aug=')}_frac{fraction}{tag}"
         seed_args = ["--seeds", *map(str, seeds)]
-        script = str(PROJECT_ROOT / "scripts" / "bench_train.py")
+        script = str(PROJECT_ROOT / "benchmarks" / "bench_train.py")
         subprocess.run([sys.executable, script, "--name", name, *overrides, *seed_args], check=True, cwd=PROJECT_ROOT)
         summary = json.loads((OUT / name / "summary.json").read_text())
         rows.append({"name": name, "overrides": " ".join(overrides), **{k: summary[k] for k in
