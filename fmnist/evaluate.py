@@ -15,8 +15,7 @@ from omegaconf import DictConfig
 
 from fmnist.data.datamodule import SPLIT_KEYS
 from fmnist.data.tta import check_tta
-from fmnist.models.classifier import Classifier
-from fmnist.predict.model import load_safetensors
+from fmnist.predict.model import build, load_safetensors
 from fmnist.utils.errors import UserError
 from fmnist.utils.io import read_classifier_checkpoint, run_dir_of
 from fmnist.utils.loggers import log_images
@@ -39,7 +38,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
             log.warning(f"{cfg.ckpt_path} does not record its training split; val uses the data config's split.")
     else:
         checkpoint = read_classifier_checkpoint(cfg.ckpt_path)
-        model = Classifier.load_from_checkpoint(cfg.ckpt_path, map_location="cpu", weights_only=True)
+        model = build(dict(checkpoint["hyper_parameters"]), checkpoint["state_dict"], Path(cfg.ckpt_path))
         trained_with = checkpoint.get("datamodule_hyper_parameters") or {}
     model.tta = cfg.tta
     datamodule = instantiate(cfg.data, **{k: trained_with[k] for k in SPLIT_KEYS if k in trained_with})

@@ -11,7 +11,7 @@ import lightning.pytorch as pl
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import Logger
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from fmnist.data.tta import check_tta
 from fmnist.utils.errors import UserError
@@ -51,6 +51,15 @@ def check_config(cfg: DictConfig) -> int:
         checkpoint = read_classifier_checkpoint(cfg.ckpt_path)
         if "loops" not in checkpoint or "optimizer_states" not in checkpoint:
             raise UserError(f"{cfg.ckpt_path} holds weights only, no training state; it cannot resume a run.")
+        saved = checkpoint["hyper_parameters"]["backbone"]
+        asked = OmegaConf.to_container(cfg.model.backbone, resolve=True)
+        if saved != asked:  # its weights would not load (Lightning fails late, inside fit, with a raw traceback)
+            differ = sorted(k for k in saved.keys() | asked.keys() if saved.get(k) != asked.get(k))
+            raise UserError(
+                f"{cfg.ckpt_path} was trained with another network ({', '.join(f'model.backbone.{k}' for k in differ)}"
+                f" differ: {[saved.get(k) for k in differ]} in the checkpoint, {[asked.get(k) for k in differ]} "
+                "asked). Resume with the run's own overrides (<run>/.hydra/overrides.yaml) plus ckpt_path=."
+            )
         return int(checkpoint.get("global_step", 0))
     return 0
 

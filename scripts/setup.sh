@@ -14,7 +14,7 @@ if [ ! -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] && comm
 fi
 # PostgreSQL (a throwaway server for the shared-study tests) and chromium (screenshots of optuna-dashboard);
 # without them tests/test_sweeper_postgres.py skips, nothing else needs them
-if { [ ! -x /usr/lib/postgresql/15/bin/initdb ] || ! command -v chromium >/dev/null; } && command -v apt-get >/dev/null; then
+if { ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || ! command -v chromium >/dev/null; } && command -v apt-get >/dev/null; then
   sudo=""; [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null && sudo="sudo"
   $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql chromium >/dev/null 2>&1 \
     || { $sudo apt-get update >/dev/null 2>&1 \

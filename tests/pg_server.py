@@ -19,7 +19,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-PG_BIN = Path(os.environ.get("FMNIST_PG_BIN", "/usr/lib/postgresql/15/bin"))
+
+def default_bin() -> Path:
+    """The newest installed server's bin directory (Debian installs /usr/lib/postgresql/<major>/bin)."""
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: int(p.parts[-3]))
+    return found[-1].parent if found else Path("/usr/lib/postgresql/15/bin")
+
+
+PG_BIN = Path(os.environ.get("FMNIST_PG_BIN") or default_bin())
 SYSTEM_USER = "fmnist-pg"  # runs the server when the tests run as root
 USER, DATABASE = "fmnist", "optuna"
 

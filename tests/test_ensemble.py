@@ -136,7 +136,8 @@ def bad_member(kind: str, runs: Path, tmp_path: Path) -> tuple[Path, str]:
     if kind == "no-checkpoint":
         return run, f"Run {run} has no checkpoints/best.ckpt"
     if kind == "gan":
-        torch.save({"state_dict": {}, "hyper_parameters": {"generator": {"_target_": "x"}}}, ckpt)
+        generator = {"_target_": "fmnist.models.components.gan_nets.Generator"}
+        torch.save({"state_dict": {}, "hyper_parameters": {"generator": generator}}, ckpt)
         return run, "is a GAN checkpoint"
     if kind == "corrupt":
         ckpt.write_bytes(b"PK\x03\x04 truncated")
@@ -146,10 +147,24 @@ def bad_member(kind: str, runs: Path, tmp_path: Path) -> tuple[Path, str]:
         checkpoint["datamodule_hyper_parameters"]["val_size"] = 150
         torch.save(checkpoint, ckpt)
         return run, "was trained with a different validation split than"
+    if kind == "shell-target":  # no pickle: the hyperparameters name os.system, reached through an fmnist module
+        checkpoint = torch.load(runs / "train/multiruns/sweep/2/checkpoints/best.ckpt", weights_only=True)
+        marker = tmp_path / "pwned.txt"
+        checkpoint["hyper_parameters"]["backbone"] = {
+            "_target_": "fmnist.utils.io.os.system",
+            "_args_": [f"touch {marker}"],
+        }
+        torch.save(checkpoint, ckpt)
+        return run, "names fmnist.utils.io.os.system to instantiate"
+    if kind == "mismatched":  # a valid checkpoint whose weights do not fit the network its hyperparameters describe
+        checkpoint = torch.load(runs / "train/multiruns/sweep/2/checkpoints/best.ckpt", weights_only=True)
+        checkpoint["state_dict"] = {k: v[..., :1] if v.ndim else v for k, v in checkpoint["state_dict"].items()}
+        torch.save(checkpoint, ckpt)
+        return run, "does not rebuild a Classifier"
     raise ValueError(kind)
 
 
-@pytest.mark.parametrize("kind", ["no-checkpoint", "gan", "corrupt", "other-split"])
+@pytest.mark.parametrize("kind", ["no-checkpoint", "gan", "corrupt", "other-split", "shell-target", "mismatched"])
 def test_bad_members_are_refused_naming_the_run(kind, runs, tiny_data, tmp_path):
     bad, message = bad_member(kind, runs, tmp_path)
     good = runs / "train" / "multiruns" / "sweep" / "0"
@@ -159,7 +174,7 @@ def test_bad_members_are_refused_naming_the_run(kind, runs, tiny_data, tmp_path)
     assert message in str(error.value) and str(bad) in str(error.value)
     if kind == "other-split":
         assert "(val_size=150 vs 100)" in str(error.value) and str(good) in str(error.value)
-    assert not (tmp_path / "e" / "metrics.json").exists()
+    assert not (tmp_path / "e" / "metrics.json").exists() and not (tmp_path / "pwned.txt").exists()
 
 
 def test_booby_trapped_checkpoint_is_refused_without_running_its_code(runs, tiny_data, tmp_path):

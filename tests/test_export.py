@@ -68,6 +68,23 @@ def test_torchscript_and_safetensors_exports(tmp_path, random_ckpt, test_images)
     assert exported.trained_split == {"val_size": 5000, "split_seed": 0, "train_fraction": 1.0}
 
 
+def test_a_failed_or_misnamed_export_leaves_no_model_file(tmp_path, random_ckpt, monkeypatch):
+    import fmnist.predict.export as export_module
+
+    previous = tmp_path / "m.safetensors"
+    previous.write_bytes(b"an earlier export")
+    monkeypatch.setattr(export_module, "TOLERANCE", -1.0)  # every parity check fails
+    with pytest.raises(SystemExit) as exit_info:
+        run_export(tmp_path, f"ckpt_path={random_ckpt}", "format=safetensors", f"out={previous}")
+    assert exit_info.value.code == 2 and previous.read_bytes() == b"an earlier export"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.safetensors"]  # no sidecar, no temporary file left
+    monkeypatch.undo()
+    for fmt, out in [("safetensors", "m.json"), ("torchscript", "m.onnx")]:  # m.json would be its own sidecar
+        with pytest.raises(SystemExit) as exit_info:
+            run_export(tmp_path, f"ckpt_path={random_ckpt}", f"format={fmt}", f"out={tmp_path / out}")
+        assert exit_info.value.code == 2 and not (tmp_path / out).exists()
+
+
 def test_safetensors_round_trip_keeps_every_tensor(tmp_path, random_ckpt):
     model = load_classifier(random_ckpt)
     save_safetensors(model, tmp_path / "m.safetensors")

@@ -245,6 +245,24 @@ def test_unsafe_target_in_model_file_is_refused(tmp_path, random_ckpt):
     torch.save(checkpoint, tmp_path / "evil.ckpt")
     with pytest.raises(CheckpointError, match=r"os\.system"):
         load_classifier(tmp_path / "evil.ckpt")
+    # an allowed prefix is not enough: Hydra walks attributes, and fmnist.utils.io imports os
+    marker = tmp_path / "pwned.txt"
+    checkpoint["hyper_parameters"]["finetuning"] = {
+        "_target_": "fmnist.utils.io.os.system",
+        "_args_": [f"touch {marker}"],
+    }
+    torch.save(checkpoint, tmp_path / "evil.ckpt")
+    with pytest.raises(CheckpointError, match=r"names fmnist\.utils\.io\.os\.system to instantiate"):
+        load_classifier(tmp_path / "evil.ckpt")
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("override", ["top_k=abc", "top_k=2.5", "top_k=0", "max_image_pixels=lots"])
+def test_bad_config_values_exit_2_naming_the_key(override, tmp_path, random_ckpt, caplog):
+    photo().save(tmp_path / "x.png")
+    with caplog.at_level(logging.ERROR, logger="fmnist"), pytest.raises(SystemExit) as exit_info:
+        run_predict(tmp_path, f"images={tmp_path / 'x.png'}", f"ckpt_path={random_ckpt}", override)
+    assert exit_info.value.code == 2 and override.split("=")[0] in caplog.text, caplog.text
 
 
 def test_cli_exit_codes(tmp_path, random_ckpt):

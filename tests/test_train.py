@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -144,6 +145,16 @@ def test_wandb_offline_one_run_per_job(tiny_data, tmp_path, monkeypatch):
         assert any(offline_run.glob("*.wandb"))
     assert run_ids[0] != run_ids[1]
     assert "WANDB_MODE" not in os.environ, "offline mode must not leak into the process environment"
+
+
+def test_resuming_with_another_network_is_refused_before_training(cli_run, tiny_data, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(cli_run, run)  # the resumed run writes into its own directory: keep the fixture's intact
+    overrides = [*tiny_overrides(tiny_data, tmp_path), "data.batch_size=5", "model.backbone.hidden=16"]
+    result = run_cli("train.py", *overrides, f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}")
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert "was trained with another network (model.backbone.hidden differ" in result.stderr + result.stdout
+    assert json.loads((run / "metrics.json").read_text())["epochs"] == 2  # the finished run's figures stand
 
 
 def test_missing_checkpoint_fails_before_training(tiny_data, tmp_path):

@@ -9,6 +9,7 @@ import os
 import tempfile
 import urllib.error
 import urllib.request
+import zlib
 from pathlib import Path
 
 import torch
@@ -83,7 +84,7 @@ def _download_all(data_dir: Path, mirrors: list[str], checksums: dict[str, str])
                 log.info(f"Downloading {url}")
                 download_file(url, data_dir / name, checksums.get(name))
                 break
-            except (urllib.error.URLError, OSError, EOFError, DataError) as e:
+            except (urllib.error.URLError, OSError, EOFError, zlib.error, DataError) as e:  # a damaged body: next
                 failures.append(f"{url}: {e}")
         else:
             return failures

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
+from hydra.errors import InstantiationException
 from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 from torch import nn
@@ -75,7 +76,10 @@ def load_generator(path: str | Path):
     from fmnist.models.gan import GAN
 
     read_gan_checkpoint(path)  # refuses unsafe, corrupt and classifier files with a message
-    model = GAN.load_from_checkpoint(path, map_location="cpu", weights_only=True)
+    try:
+        model = GAN.load_from_checkpoint(path, map_location="cpu", weights_only=True)
+    except (TypeError, ValueError, RuntimeError, KeyError, InstantiationException) as e:
+        raise CheckpointError(f"{path} does not rebuild a GAN ({str(e).splitlines()[0]}).") from e
     return model.eval()
 
 

@@ -25,8 +25,9 @@ from fmnist.data.tta import check_tta, tta_logits
 from fmnist.ensemble.combine import Combination, check_methods, fit_combination, fit_temperature
 from fmnist.ensemble.report import build_report, write_outputs
 from fmnist.models.classifier import Classifier
+from fmnist.predict.model import build
 from fmnist.runs import describe_run
-from fmnist.utils.errors import CheckpointError, UserError
+from fmnist.utils.errors import CheckpointError, UserError, config_int
 from fmnist.utils.io import read_classifier_checkpoint, run_dir_of
 from fmnist.utils.task import hydra_task, task_run
 
@@ -99,8 +100,8 @@ def load_members(paths: list[Path], data_checksums: dict | None) -> list[Member]
                 f"{path} does not record the data split it was trained with (datamodule_hyper_parameters), so its "
                 "validation images cannot be known. Use checkpoints written by `python train.py`."
             )
-        split = {k: trained_with[k] for k in (*VAL_SPLIT_KEYS, "checksums")}
-        model = Classifier.load_from_checkpoint(path, map_location="cpu", weights_only=True).eval()
+        split = {k: trained_with.get(k) for k in (*VAL_SPLIT_KEYS, "checksums")}
+        model = build(dict(checkpoint["hyper_parameters"]), checkpoint["state_dict"], path)  # eval mode
         run_dir = run_dir_of(path)
         members.append(Member(member_name(i, path, run_dir), path, run_dir, split, dict(trained_with), model))
     first = members[0]
@@ -186,7 +187,7 @@ def ensemble(cfg: DictConfig) -> dict:
     with task_run(cfg, csv=False) as run:
         datamodule = instantiate(cfg.data, **{k: members[0].split[k] for k in VAL_SPLIT_KEYS})
         datamodule.setup("test")
-        device, batch_size = resolve_device(cfg.device), int(cfg.batch_size)
+        device, batch_size = resolve_device(cfg.device), config_int(cfg, "batch_size", minimum=1)
         log.info(f"{len(members)} members: " + ", ".join(f"{m.name} ({m.ckpt_path})" for m in members))
 
         # 1. validation: predict, then fit everything there is to fit

@@ -19,7 +19,7 @@ from omegaconf import DictConfig
 
 from fmnist.data.synthetic import class_indices, generate_set, load_generator, save_synthetic
 from fmnist.models.gan import plot_sample_grid
-from fmnist.utils.errors import UserError
+from fmnist.utils.errors import UserError, config_int
 from fmnist.utils.runtime import setup_runtime
 from fmnist.utils.task import hydra_task
 
@@ -27,7 +27,7 @@ log = logging.getLogger("fmnist")
 
 
 def generate(cfg: DictConfig) -> Path:
-    n, seed = int(cfg.n_per_class), int(cfg.seed)
+    n, seed = config_int(cfg, "n_per_class", minimum=1), config_int(cfg, "seed")
     classes = class_indices(list(cfg.classes) if cfg.classes is not None else None)
     out = Path(cfg.out) if cfg.out else Path(cfg.paths.output_dir) / f"synthetic_{n}pc_seed{seed}.safetensors"
     if out.suffix != ".safetensors":
@@ -38,7 +38,7 @@ def generate(cfg: DictConfig) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     images, labels = generate_set(gan, n, classes=classes, seed=seed)
     save_synthetic(out, images, labels, source=str(ckpt.resolve()), seed=seed, n_per_class=n, classes=classes)
-    k = min(int(cfg.grid_per_class), n)
+    k = min(config_int(cfg, "grid_per_class", minimum=1), n)
     shown = (labels.view(len(classes), n)[:, :k].reshape(-1), images.view(len(classes), n, 28, 28)[:, :k])
     plot_sample_grid(shown[1].reshape(-1, 1, 28, 28).float() / 255, shown[0], out.with_suffix(".png"), out.stem)
     log.info(f"{len(labels)} images ({n} per class, classes {classes}, seed {seed}) -> {out} (+ {out.stem}.png)")

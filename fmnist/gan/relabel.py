@@ -28,7 +28,7 @@ from fmnist.data.datamodule import FashionMNISTDataModule
 from fmnist.data.synthetic import load_synthetic, save_synthetic
 from fmnist.data.tta import check_tta
 from fmnist.ensemble.run import expand_runs, load_members, predict
-from fmnist.utils.errors import UserError
+from fmnist.utils.errors import UserError, config_int
 from fmnist.utils.runtime import setup_runtime
 from fmnist.utils.task import hydra_task
 
@@ -65,12 +65,14 @@ def relabel(cfg: DictConfig) -> Path:
     images, labels, meta = teacher_images(source, members[0].data)
     if cfg.mode == "filter" and labels is None:
         raise UserError(f"mode=filter needs hard labels to compare with; {source} is soft-labelled already.")
-    logits = predict(members, images, "relabel", tta, int(cfg.batch_size), torch.device("cpu"))
+    logits = predict(members, images, "relabel", tta, config_int(cfg, "batch_size", minimum=1), torch.device("cpu"))
     probs = logits.float().softmax(-1).mean(0)  # soft voting of the teachers
     if labels is not None:
         agree = probs.argmax(1) == labels
         log.info(f"teachers agree with the labels on {agree.float().mean():.1%} of {len(labels)} images")
     if cfg.mode == "filter":
+        if not agree.any():  # an empty set would be refused later, by whoever loads it
+            raise UserError(f"mode=filter kept none of {len(labels)} images: the teachers agree with no label.")
         images, new_labels = images[agree], labels[agree]
     else:
         new_labels = probs

@@ -23,7 +23,7 @@ from torch import nn
 
 from fmnist.data.datamodule import SPLIT_KEYS
 from fmnist.models.classifier import Classifier
-from fmnist.predict.model import SPLIT_KEY, load_classifier, save_safetensors
+from fmnist.predict.model import SPLIT_KEY, load_classifier, load_safetensors, save_safetensors
 from fmnist.predict.preprocess import BACKGROUND_TOLERANCE
 from fmnist.utils.errors import UserError
 from fmnist.utils.io import atomic_path, read_classifier_checkpoint
@@ -68,7 +68,14 @@ def check_inputs() -> torch.Tensor:
 
 
 def export_onnx(model: Classifier, path: Path) -> float:
-    import onnxruntime as ort
+    try:  # the optional `export` extra: torch's exporter needs onnxscript, the parity check onnxruntime
+        import onnxruntime as ort
+        import onnxscript  # noqa: F401
+    except ImportError as e:
+        raise UserError(
+            f"format=onnx needs the optional packages onnx, onnxscript and onnxruntime ({e.name} is missing): "
+            "pip install 'fmnist[export]' (in a checkout: pip install -e '.[export]'), or use format=torchscript."
+        ) from e
 
     for name in ("onnxscript", "onnx_ir", "torch.onnx"):  # their INFO lines would flood the run's log
         logging.getLogger(name).setLevel(logging.WARNING)
@@ -142,6 +149,8 @@ def export(cfg: DictConfig) -> dict:
     # safetensors keeps the model as trained (channels_last included); the traced formats use the plain layout
     model = load_classifier(cfg.ckpt_path) if cfg.format == "safetensors" else plain_model(cfg.ckpt_path)
     out = Path(cfg.out) if cfg.out else Path(cfg.paths.output_dir) / (Path(cfg.ckpt_path).stem + FORMATS[cfg.format])
+    if out.suffix != FORMATS[cfg.format]:  # else out=model.json would be overwritten by its own sidecar
+        raise UserError(f"out={out}: a {cfg.format} model file must end in {FORMATS[cfg.format]}.")
     out.parent.mkdir(parents=True, exist_ok=True)
     diff = None
     if cfg.format == "onnx":
@@ -153,8 +162,9 @@ def export(cfg: DictConfig) -> dict:
         if Path(cfg.ckpt_path).suffix != ".safetensors":  # the split it was selected on, for eval.py splits=[val]
             trained_with = read_classifier_checkpoint(cfg.ckpt_path).get("datamodule_hyper_parameters") or {}
             extra[SPLIT_KEY] = json.dumps({k: trained_with[k] for k in SPLIT_KEYS if k in trained_with})
-        save_safetensors(model, out, extra=extra)
-        diff = parity(model, load_classifier(out))
+        with atomic_path(out) as tmp:  # checked before it replaces `out`: a file that fails parity is not kept
+            save_safetensors(model, tmp, extra=extra)
+            diff = parity(model, load_safetensors(tmp))
     info = sidecar(model, cfg, out, diff)
     side = out.with_suffix(".json")
     with atomic_path(side) as tmp:

@@ -13,41 +13,27 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from hydra.errors import InstantiationException
 
 from fmnist.models.classifier import Classifier
 from fmnist.utils.errors import CheckpointError
-from fmnist.utils.io import atomic_path, read_classifier_checkpoint
+from fmnist.utils.io import atomic_path, check_targets, read_classifier_checkpoint
 
 HPARAMS_KEY = "fmnist.hparams"
 SPLIT_KEY = "fmnist.split"  # JSON of the data settings the model was trained with (SPLIT_KEYS), when known
 FORMAT_KEY = "fmnist.format"
 FORMAT = "fmnist-classifier-v1"
-ALLOWED_TARGETS = ("fmnist.", "torch.optim.", "timm.")
-
-
-def targets(value: Any) -> list[str]:
-    """Every `_target_` string inside nested dicts/lists."""
-    if isinstance(value, dict):
-        found = [str(value["_target_"])] if "_target_" in value else []
-        return found + [t for v in value.values() for t in targets(v)]
-    if isinstance(value, list | tuple):
-        return [t for v in value for t in targets(v)]
-    return []
 
 
 def build(hparams: dict[str, Any], state_dict: dict[str, torch.Tensor], path: Path) -> Classifier:
     """A Classifier in eval mode from its hyperparameters and weights; CheckpointError naming `path` otherwise."""
     if "backbone" not in hparams:
         raise CheckpointError(f"{path} is not a Classifier model (its hyperparameters name no backbone).")
-    unsafe = [t for t in targets(hparams) if not t.startswith(ALLOWED_TARGETS)]
-    if unsafe:
-        raise CheckpointError(
-            f"{path} names {', '.join(unsafe)} to instantiate; only fmnist, torch.optim and timm classes are allowed."
-        )
+    check_targets(hparams, path)
     try:
         model = Classifier(**hparams)
         model.load_state_dict(state_dict, strict=True)
-    except (TypeError, ValueError, RuntimeError, KeyError) as e:
+    except (TypeError, ValueError, RuntimeError, KeyError, InstantiationException) as e:
         raise CheckpointError(f"{path} does not rebuild a Classifier ({str(e).splitlines()[0]}).") from e
     return model.eval()
 

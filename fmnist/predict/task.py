@@ -22,7 +22,7 @@ from fmnist.predict.images import Item, expand, read_items
 from fmnist.predict.model import load_classifier
 from fmnist.predict.output import save_grid, write_predictions
 from fmnist.predict.preprocess import MODES
-from fmnist.utils.errors import DataError, UserError
+from fmnist.utils.errors import DataError, UserError, config_int
 from fmnist.utils.runtime import setup_runtime
 from fmnist.utils.task import hydra_task
 
@@ -32,12 +32,12 @@ log = logging.getLogger("fmnist")
 def check_config(cfg: DictConfig) -> None:
     if cfg.preprocess not in MODES:
         raise UserError(f"preprocess={cfg.preprocess}: choose from {', '.join(MODES)}.")
-    if not 1 <= int(cfg.top_k) <= 10:
+    if not 1 <= config_int(cfg, "top_k") <= 10:
         raise UserError(f"top_k={cfg.top_k} must be between 1 and 10 (the number of classes).")
     if cfg.out and Path(cfg.out).suffix not in (".csv", ".json"):
         raise UserError(f"out={cfg.out}: name a .csv or .json file.")
-    if cfg.get("max_image_pixels") is not None and int(cfg.max_image_pixels) < 1:
-        raise UserError(f"max_image_pixels={cfg.max_image_pixels} must be positive (or null for Pillow's default).")
+    if cfg.get("max_image_pixels") is not None:
+        config_int(cfg, "max_image_pixels", minimum=1)  # or null for Pillow's default
 
 
 def gather(cfg: DictConfig) -> tuple[list[Item], list[tuple[Path, str]]]:

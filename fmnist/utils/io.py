@@ -54,7 +54,48 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"Checkpoint {path} is unreadable ({e}); it is truncated or not a checkpoint.") from e
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise CheckpointError(f"{path} is not a Lightning checkpoint (no 'state_dict').")
+    check_targets(checkpoint.get("hyper_parameters") or {}, path)
     return checkpoint
+
+
+# What a checkpoint's hyperparameters may name to instantiate (backbone, optimizer, schedule, GAN nets, ...).
+ALLOWED_MODULES = ("fmnist.", "torch.optim.", "timm.")
+
+
+def targets(value: Any) -> list[str]:
+    """Every `_target_` string inside nested dicts/lists."""
+    if isinstance(value, dict):
+        found = [str(value["_target_"])] if "_target_" in value else []
+        return found + [t for v in value.values() for t in targets(v)]
+    if isinstance(value, list | tuple):
+        return [t for v in value for t in targets(v)]
+    return []
+
+
+def check_targets(hparams: dict[str, Any], path: str | Path) -> None:
+    """Refuse hyperparameters that would instantiate anything but an fmnist, torch.optim or timm callable.
+
+    weights_only loading stops pickled code, but Lightning rebuilds a module by instantiating the `_target_`s its
+    saved hyperparameters name, so a crafted file could name `os.system`. A prefix test alone is not enough (Hydra
+    walks attributes: `fmnist.utils.io.os.system` is os.system), so each target is resolved and the module that
+    defines it must be one of ALLOWED_MODULES.
+    """
+    from hydra.utils import get_object
+
+    unsafe = []
+    for target in targets(hparams):
+        try:
+            defined_in = get_object(target).__module__ if target.startswith(ALLOWED_MODULES) else ""
+        except Exception:  # an unresolvable name is refused like an unsafe one
+            defined_in = ""
+        if not (defined_in or "").startswith(ALLOWED_MODULES):
+            unsafe.append(target)
+    if unsafe:
+        raise CheckpointError(
+            f"{path} names {', '.join(unsafe)} to instantiate; only classes and functions defined in fmnist, "
+            "torch.optim and timm are allowed. Use a checkpoint written by fmnist (or one from a source you trust, "
+            "re-saved from its state_dict)."
+        )
 
 
 def checkpoint_kind(checkpoint: dict[str, Any]) -> str:

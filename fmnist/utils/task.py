@@ -45,6 +45,8 @@ def task_run(cfg: DictConfig, csv: bool = True) -> Iterator[TaskRun]:
     setup_runtime(cfg)
     run_dir = Path(cfg.paths.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    # a resumed run reuses its directory: the old metrics.json must not mark it complete if this attempt fails
+    (run_dir / "metrics.json").unlink(missing_ok=True)
     loggers = instantiate_group(cfg.get("logger"))
     if csv and not any(isinstance(lg, CSVLogger) for lg in loggers):
         loggers.insert(0, CSVLogger(save_dir=str(run_dir), name="", version=""))
