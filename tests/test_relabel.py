@@ -134,4 +134,4 @@ def test_relabel_refuses_bad_input(teacher, tmp_path):
     result = run_cli("scripts/relabel.py", f"source={tmp_path / 'missing.safetensors'}", f"runs={teacher}",
                      f"paths.log_dir={tmp_path / 'out'}")  # fmt: skip
     assert result.returncode == 2 and "does not exist" in result.stdout + result.stderr
-    assert not list(tmp_path.rglob("missing*")) and not list(tmp_path.rglob("*.safetensors"))
+    assert not list(tmp_path.rglob("missing*")) and not list((tmp_path / "out").rglob("*.safetensors"))
