@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import gzip
 import http.server
 import shutil
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -97,16 +99,22 @@ def test_nothing_found_lists_places_and_three_fixes(tmp_path):
     assert "data.download=true" in message and "data.data_dir=" in message
 
 
-@pytest.fixture
-def http_server(tiny_data):
-    """A local HTTP server on 127.0.0.1 serving the tiny files (so the real download code runs offline)."""
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tiny_data[0]))
+@contextlib.contextmanager
+def serve(directory: Path):
+    """A local HTTP server on 127.0.0.1 serving `directory` (so the real download code runs offline)."""
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(directory))
     handler.log_message = lambda *a: None
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.server_address[1]}/"
     server.shutdown()
+
+
+@pytest.fixture
+def http_server(tiny_data):
+    with serve(tiny_data[0]) as url:
+        yield url
 
 
 def test_download_is_third_and_checked(tiny_data, http_server, tmp_path):
@@ -117,6 +125,22 @@ def test_download_is_third_and_checked(tiny_data, http_server, tmp_path):
     assert found == target
     arrays = load_arrays(target, checksums)
     assert arrays["train_images"].shape == (600, 28, 28)
+    assert not list(target.glob("*.part"))
+
+
+def test_damaged_download_moves_on_to_the_next_mirror(tiny_data, http_server, tmp_path):
+    directory, checksums = tiny_data
+    damaged = tmp_path / "damaged"
+    damaged.mkdir()
+    for name in checksums:  # a gzip header, then a deflate stream with flipped bytes: zlib.error on reading
+        data = bytearray((directory / name).read_bytes())
+        for i in range(20, len(data) - 20, 7):
+            data[i] ^= 0xFF
+        (damaged / name).write_bytes(bytes(data))
+    target = tmp_path / "data"
+    with serve(damaged) as damaged_mirror:
+        assert locate(target, None, True, [damaged_mirror, http_server], checksums) == target
+    assert load_arrays(target, checksums)["train_images"].shape == (600, 28, 28)
     assert not list(target.glob("*.part"))
 
 

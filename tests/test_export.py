@@ -4,6 +4,7 @@ their cards' test accuracy reproduced by eval.py)."""
 from __future__ import annotations
 
 import json
+import logging
 import re
 from pathlib import Path
 
@@ -83,6 +84,16 @@ def test_a_failed_or_misnamed_export_leaves_no_model_file(tmp_path, random_ckpt,
         with pytest.raises(SystemExit) as exit_info:
             run_export(tmp_path, f"ckpt_path={random_ckpt}", f"format={fmt}", f"out={tmp_path / out}")
         assert exit_info.value.code == 2 and not (tmp_path / out).exists()
+
+
+def test_onnx_without_its_optional_packages_names_the_extra(tmp_path, random_ckpt, monkeypatch, caplog):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # what an install without the `export` extra sees
+    with caplog.at_level(logging.ERROR, logger="fmnist"), pytest.raises(SystemExit) as exit_info:
+        run_export(tmp_path, f"ckpt_path={random_ckpt}", "format=onnx", f"out={tmp_path / 'm.onnx'}")
+    assert exit_info.value.code == 2 and "pip install 'fmnist[export]'" in caplog.text, caplog.text
+    assert not list(tmp_path.glob("m.*"))
 
 
 def test_safetensors_round_trip_keeps_every_tensor(tmp_path, random_ckpt):
