@@ -106,6 +106,13 @@ def test_relabel_soft_and_filter(teacher, tmp_path):
     f_images, f_labels, _ = load_synthetic(filtered)
     assert torch.equal(f_images, images[kept]) and torch.equal(f_labels, labels[kept])
 
+    # labels the teacher disagrees with everywhere: filtering would keep nothing, which is refused, not written
+    disagreeing = save_synthetic(tmp_path / "wrong.safetensors", images, (expected.argmax(1) + 1) % 10)
+    empty = tmp_path / "empty.safetensors"
+    with pytest.raises(UserError, match="kept none of 30 images"):
+        relabel_with(tmp_path, f"source={disagreeing}", f"runs={teacher}", "mode=filter", f"out={empty}")
+    assert not empty.exists()
+
 
 def test_relabel_real_writes_the_teachers_training_split(teacher, tiny_data, tmp_path):
     out = relabel_with(tmp_path, "source=real", f"runs={teacher}", "tta=none", f"out={tmp_path / 'real.safetensors'}")
