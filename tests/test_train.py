@@ -157,6 +157,18 @@ def test_resuming_with_another_network_is_refused_before_training(cli_run, tiny_
     assert json.loads((run / "metrics.json").read_text())["epochs"] == 2  # the finished run's figures stand
 
 
+def test_a_task_that_fails_in_a_used_run_directory_does_not_look_complete(cfg_train, tmp_path):
+    """A resumed run reuses its directory: the earlier metrics.json goes when the task starts, not when it ends."""
+    from fmnist.utils.task import task_run
+
+    run = Path(cfg_train.paths.output_dir)
+    run.mkdir(parents=True, exist_ok=True)
+    (run / "metrics.json").write_text('{"test/acc": 0.9}')
+    with pytest.raises(RuntimeError, match="fails mid-run"), task_run(cfg_train, csv=False):
+        raise RuntimeError("fails mid-run")
+    assert not (run / "metrics.json").exists()
+
+
 def test_missing_checkpoint_fails_before_training(tiny_data, tmp_path):
     result = run_cli("train.py", *tiny_overrides(tiny_data, tmp_path), f"ckpt_path={tmp_path / 'nope.ckpt'}")
     assert result.returncode == 2
