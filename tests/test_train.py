@@ -97,6 +97,9 @@ def test_resume_continues_epochs_optimizer_and_best_tracking(cli_run):
     assert ckpt_state["dirpath"] == str(cli_run / "checkpoints")
     assert float(ckpt_state["best_model_score"]) == pytest.approx(max(val_acc.values()))
     assert len(list((cli_run.parent).iterdir())) == 1, "the resumed run continued in its own directory"
+    (attempt,) = (cli_run / ".hydra").glob("resumed_*")  # the resume's own record, beside the first one
+    assert "ckpt_path=" in (attempt / "overrides.yaml").read_text()
+    assert "ckpt_path=" not in (cli_run / ".hydra" / "overrides.yaml").read_text(), "the first config is kept"
 
 
 def test_eval_reproduces_test_accuracy(cli_run, tiny_data, tmp_path):
@@ -155,6 +158,8 @@ def test_resuming_with_another_network_is_refused_before_training(cli_run, tiny_
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
     assert "was trained with another network (model.backbone.hidden differ" in result.stderr + result.stdout
     assert json.loads((run / "metrics.json").read_text())["epochs"] == 2  # the finished run's figures stand
+    config = (run / ".hydra" / "config.yaml").read_text()
+    assert config == (cli_run / ".hydra" / "config.yaml").read_text(), "the run's first config is not overwritten"
 
 
 def test_a_task_that_fails_in_a_used_run_directory_does_not_look_complete(cfg_train, tmp_path):
