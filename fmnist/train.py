@@ -114,8 +114,9 @@ def train(cfg: DictConfig) -> float | None:
         metrics = scalar_metrics(trainer.callback_metrics)
         optimized = metrics.get(cfg.get("optimized_metric") or "", None)
 
-        checkpoint = trainer.checkpoint_callback
-        best = checkpoint.best_model_path if isinstance(checkpoint, ModelCheckpoint) else ""
+        # the checkpoint validation chose (callbacks.model_checkpoint; last_checkpoint monitors nothing)
+        monitored = [c for c in trainer.checkpoint_callbacks if isinstance(c, ModelCheckpoint) and c.monitor]
+        best = monitored[0].best_model_path if monitored else ""
         if cfg.get("test"):
             # the test split, once, with the weights validation chose
             trainer.test(model, datamodule=datamodule, ckpt_path=best or None, weights_only=True)

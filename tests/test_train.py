@@ -93,7 +93,7 @@ def test_resume_continues_epochs_optimizer_and_best_tracking(cli_run):
     adam_steps = {int(s["step"]) for s in last["optimizer_states"][0]["state"].values()}
     assert adam_steps == {final["global_step"]}, "optimizer state continued from the first run"
     assert last["lr_schedulers"][0]["last_epoch"] == final["global_step"]
-    (ckpt_state,) = [v for k, v in last["callbacks"].items() if k.startswith("ModelCheckpoint")]
+    (ckpt_state,) = [v for k, v in last["callbacks"].items() if k.startswith("ModelCheckpoint{'monitor': 'val/acc'")]
     assert ckpt_state["dirpath"] == str(cli_run / "checkpoints")
     assert float(ckpt_state["best_model_score"]) == pytest.approx(max(val_acc.values()))
     assert len(list((cli_run.parent).iterdir())) == 1, "the resumed run continued in its own directory"
@@ -131,6 +131,20 @@ def test_train_function_returns_the_validation_metric(cfg_train):
     value = train(cfg_train)
     metrics = json.loads((Path(cfg_train.paths.output_dir) / "metrics.json").read_text())
     assert value == pytest.approx(metrics["val/acc_best"])
+
+
+def test_last_checkpoint_is_the_last_epoch_whatever_validation_chose(tiny_data, tmp_path):
+    # Monitoring the epoch number with mode=min makes epoch 0 the best one for sure, so the two files must differ:
+    # Lightning's save_last alone would write last.ckpt only when best.ckpt improves (epoch 0 here).
+    overrides = ["trainer.max_epochs=3", "callbacks.model_checkpoint.monitor=epoch", "callbacks.model_checkpoint.mode=min"]
+    cfg = compose_cfg("train", [*tiny_overrides(tiny_data, tmp_path), *overrides], tmp_path / "run")
+    train(cfg)
+    checkpoints = tmp_path / "run" / "checkpoints"
+    assert {p.name for p in checkpoints.iterdir()} == {"best.ckpt", "last.ckpt"}
+    assert torch.load(checkpoints / "best.ckpt", weights_only=True)["epoch"] == 0
+    assert torch.load(checkpoints / "last.ckpt", weights_only=True)["epoch"] == 2
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert Path(metrics["best_checkpoint"]).name == "best.ckpt", "the test split is scored with the chosen weights"
 
 
 def test_wandb_offline_one_run_per_job(tiny_data, tmp_path, monkeypatch):
