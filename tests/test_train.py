@@ -136,7 +136,8 @@ def test_train_function_returns_the_validation_metric(cfg_train):
 def test_last_checkpoint_is_the_last_epoch_whatever_validation_chose(tiny_data, tmp_path):
     # Monitoring the epoch number with mode=min makes epoch 0 the best one for sure, so the two files must differ:
     # Lightning's save_last alone would write last.ckpt only when best.ckpt improves (epoch 0 here).
-    overrides = ["trainer.max_epochs=3", "callbacks.model_checkpoint.monitor=epoch", "callbacks.model_checkpoint.mode=min"]
+    overrides = ["trainer.max_epochs=3", "callbacks.model_checkpoint.monitor=epoch"]
+    overrides.append("callbacks.model_checkpoint.mode=min")
     cfg = compose_cfg("train", [*tiny_overrides(tiny_data, tmp_path), *overrides], tmp_path / "run")
     train(cfg)
     checkpoints = tmp_path / "run" / "checkpoints"
