@@ -52,6 +52,7 @@ def test_onnx_logits_match_pytorch(tmp_path, random_ckpt, test_images):
     meta = json.loads((tmp_path / "m.json").read_text())
     assert meta["class_names"][0] == "T-shirt/top" and meta["input"]["shape"] == ["batch", 1, 28, 28]
     assert meta["max_abs_logit_diff_vs_pytorch"] < 1e-4
+    assert not Path(meta["source_checkpoint"]).is_absolute() and str(random_ckpt).endswith(meta["source_checkpoint"])
 
 
 def test_torchscript_and_safetensors_exports(tmp_path, random_ckpt, test_images):

@@ -22,9 +22,10 @@ from fmnist.predict.preprocess import photo_to_fmnist, prepare
 from fmnist.predict.task import predict
 from fmnist.utils.runtime import report_user_errors
 
-from conftest import compose_cfg, idx_bytes, run_cli
+from conftest import HAVE_REAL_DATA, compose_cfg, idx_bytes, run_cli
 
 SHIPPED = PROJECT_ROOT / "models" / "fmnist_cnn.safetensors"
+SHIPPED_RESNET = PROJECT_ROOT / "models" / "fmnist_resnet.safetensors"
 
 
 def run_predict(tmp_path: Path, *overrides: str) -> list[dict]:
@@ -98,15 +99,22 @@ def test_preprocess_none_passes_28x28_unchanged(tmp_path, test_images):
 
 
 # --- predictions -------------------------------------------------------------------------------------------------
-def test_png_predictions_match_forward_on_tensors(tmp_path, random_ckpt, test_images):
-    images, _ = test_images
+@pytest.mark.parametrize("model", ["random", "shipped_cnn", "shipped_resnet"])
+def test_png_predictions_match_forward_on_tensors(model, tmp_path, request, test_images):
+    """Test images written to PNG and read back by predict.py get the classes of the model's forward pass on the
+    data set's tensors (what eval.py scores); the shipped models also get them right."""
+    path = {"random": None, "shipped_cnn": SHIPPED, "shipped_resnet": SHIPPED_RESNET}[model]
+    path = path or request.getfixturevalue("random_ckpt")
+    images, labels = test_images
     folder = tmp_path / "pngs"
     folder.mkdir()
     for i, image in enumerate(images):
         Image.fromarray(image).save(folder / f"{i:03d}.png")
-    rows = run_predict(tmp_path, f"images={folder}", f"ckpt_path={random_ckpt}", "preprocess=none", "top_k=2",
+    rows = run_predict(tmp_path, f"images={folder}", f"ckpt_path={path}", "preprocess=none", "top_k=2",
                        f"out={tmp_path / 'preds.json'}", "save_inputs=true")  # fmt: skip
-    assert top1(rows) == forward_classes(random_ckpt, images)
+    assert top1(rows) == forward_classes(path, images)
+    if model != "random" and HAVE_REAL_DATA:  # 40 real test images: at 93-95 % accuracy, 2-3 wrong at most
+        assert (np.array(top1(rows)) == labels).sum() >= 36
     saved = json.loads((tmp_path / "preds.json").read_text())
     assert [s["top"][0]["index"] for s in saved] == top1(rows) and len(saved[0]["top"]) == 2
     assert (tmp_path / "run" / "inputs.png").is_file()

@@ -71,12 +71,13 @@ def no_password_in(root: Path, password: str) -> None:
 
 @pytest.fixture(scope="module")
 def two_workers(pg, tiny_data, tmp_path_factory):
-    """Two sweeps started together on one study, asked for 2 and 3 trials."""
+    """Two sweeps started together on one study, asked for 2 and 3 trials; the second one is given the URL with its
+    password on the command line (the worst case), the first through the environment."""
     root = tmp_path_factory.mktemp("two-workers")
     t0 = time.monotonic()
-    procs = [
-        start(sweep_command(tiny_data, root / f"w{n}", "two", n, "trainer.max_epochs=1"), pg.url()) for n in (2, 3)
-    ]
+    commands = {n: sweep_command(tiny_data, root / f"w{n}", "two", n, "trainer.max_epochs=1") for n in (2, 3)}
+    commands[3][commands[3].index(STORAGE_OVERRIDE)] = f"hydra.sweeper.storage={pg.url()}"
+    procs = [start(commands[n], pg.url()) for n in (2, 3)]
     outputs = [finish(p) for p in procs]
     print(f"two workers: {time.monotonic() - t0:.0f} s")
     return root, outputs, optuna.load_study(study_name="two", storage=pg.url())
@@ -91,11 +92,15 @@ def test_two_workers_share_one_study_without_repeats(pg, two_workers):
     assert all(t.state == TrialState.COMPLETE for t in trials)
     params = [tuple(sorted(t.params.items())) for t in trials]
     assert len(set(params)) == 5  # seeded per trial number: workers started together do not repeat each other
-    for worker in ("w2", "w3"):
+    written = {"w2": "storage: ${oc.env:FMNIST_OPTUNA_STORAGE}", "w3": "storage: postgresql://fmnist:***@127.0.0.1"}
+    for worker, storage in written.items():
         (sweep_dir,) = (root / worker / "train" / "multiruns").iterdir()
         assert "storage: postgresql://fmnist:***@127.0.0.1" in (sweep_dir / "optimization_results.yaml").read_text()
-        assert "storage: ${oc.env:FMNIST_OPTUNA_STORAGE}" in (sweep_dir / "multirun.yaml").read_text()  # as written
-    no_password_in(root, pg.password)
+        assert storage in (sweep_dir / "multirun.yaml").read_text()  # the interpolation as written, or redacted
+    # the literal URL's jobs reconnected to the study through the environment, which their saved configs name
+    trial_configs = list((root / "w3").rglob(".hydra/hydra.yaml"))
+    assert len(trial_configs) == 3 and all("${oc.env:FMNIST_SWEEP_STORAGE}" in p.read_text() for p in trial_configs)
+    no_password_in(root, pg.password)  # in no file of either worker: configs, logs, results
     assert not any(pg.password in out for out in outputs)
 
 

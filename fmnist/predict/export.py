@@ -109,12 +109,19 @@ def parity(model: Classifier, exported) -> float:
     return diff
 
 
+def checkpoint_label(path: str | Path) -> str:
+    """The checkpoint as `<parent>/<run dir>/checkpoints/<file>`: enough to find the run, without the exporting
+    machine's absolute paths (a shipped sidecar would otherwise carry them)."""
+    path = Path(path).resolve()
+    return str(Path(*path.parts[-4:])) if path.parent.name == "checkpoints" else path.name
+
+
 def sidecar(model: Classifier, cfg: DictConfig, out: Path, diff: float | None) -> dict:
     return {
         "format": cfg.format,
         "model_file": out.name,
         "sha256": hashlib.sha256(out.read_bytes()).hexdigest(),
-        "source_checkpoint": str(Path(cfg.ckpt_path).resolve()),
+        "source_checkpoint": checkpoint_label(cfg.ckpt_path),
         "class_names": list(model.hparams.class_names),
         "input": {
             "name": "images",
@@ -130,9 +137,11 @@ def sidecar(model: Classifier, cfg: DictConfig, out: Path, diff: float | None) -
             "steps": [
                 "grayscale (ITU-R 601-2 luma; transparency composited onto white; EXIF rotation applied)",
                 "invert when the median border pixel is above 127.5 (light background)",
-                f"crop to the bounding box of pixels more than {BACKGROUND_TOLERANCE:.0%} of 255 from the "
-                "median border level",
-                "pad the shorter side with the background level to a square, object centred",
+                "subtract the background: a plane a + b*x + c*y fitted (least squares) to the border pixels, "
+                "clipped at 0",
+                f"crop to the bounding box of pixels more than {BACKGROUND_TOLERANCE:.0%} of 255 above that "
+                "background",
+                "pad the shorter side with 0 to a square, object centred",
                 "resize to 28x28 with Lanczos (antialiased)",
                 "stretch levels: background -> 0, brightest pixel -> 255",
                 "divide by 255 -> float32 in [0, 1]",

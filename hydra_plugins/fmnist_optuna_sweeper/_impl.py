@@ -9,6 +9,8 @@ heartbeats on (an RDB storage), a worker killed mid-trial is noticed by the othe
 from __future__ import annotations
 
 import logging
+import os
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -32,6 +34,8 @@ log = logging.getLogger(__name__)
 
 TRIAL_KEY = "optuna_trial"  # each job's config gets `optuna_trial: <number>` (read by fmnist.utils.pruning)
 PRUNING_CALLBACK = "fmnist.utils.pruning.OptunaPruning"
+# A literal storage URL with a password reaches the jobs through this variable, not through their saved configs
+STORAGE_ENV = "FMNIST_SWEEP_STORAGE"
 
 
 def check_objective(config: DictConfig, space: SearchSpace) -> str:
@@ -142,6 +146,7 @@ class OptunaSweeperImpl(Sweeper):
         study = self._open_study(space, metric, spec)  # first: a storage that cannot be opened leaves no sweep dir
         sweep_dir.mkdir(parents=True, exist_ok=True)
         self._save_config(sweep_dir / "multirun.yaml")
+        self._keep_password_out_of_job_configs(spec)
         for key, dist in space.distributions.items():
             log.info(f"  {key}: {describe(dist)}")
         if not space.distributions:
@@ -284,6 +289,23 @@ class OptunaSweeperImpl(Sweeper):
                 written = OmegaConf.to_container(overrides, resolve=False)
                 config.hydra.overrides.hydra = [redact(str(o)) for o in written]
         OmegaConf.save(config, path)
+
+    def _keep_password_out_of_job_configs(self, spec: str) -> None:
+        """Each job reconnects through the storage in its own config, which Hydra writes to the trial's
+        `.hydra/hydra.yaml` (overrides included). A literal URL with a password is therefore handed to the jobs as
+        `${oc.env:FMNIST_SWEEP_STORAGE}`, set in this process's environment (inherited by local, joblib and
+        submitit/SLURM jobs), so those files show the interpolation, never the secret."""
+        sweeper = self.config.hydra.sweeper
+        if OmegaConf.is_interpolation(sweeper, "storage") or not sweeper.storage or redact(spec) == spec:
+            return
+        os.environ[STORAGE_ENV] = spec
+        # the launcher recomposes each job from these overrides (Hydra's load_sweep_config), not from the values
+        override = f"hydra.sweeper.storage=${{oc.env:{STORAGE_ENV}}}"
+        written = OmegaConf.to_container(self.config.hydra.overrides.hydra, resolve=False)
+        kept = [o for o in written if not re.match(r"[+~]*hydra\.sweeper\.storage=", str(o))]
+        with open_dict(self.config):
+            self.config.hydra.overrides.hydra = [*kept, override]  # also covers a URL written in a config file
+            sweeper.storage = f"${{oc.env:{STORAGE_ENV}}}"
 
     def _warn_without_pruning_callback(self) -> None:
         if not self.conf.get("pruner"):
