@@ -139,8 +139,7 @@ def sidecar(model: Classifier, cfg: DictConfig, out: Path, diff: float | None) -
                 "invert when the median border pixel is above 127.5 (light background)",
                 "subtract the background: a plane a + b*x + c*y fitted (least squares) to the border pixels, "
                 "clipped at 0",
-                f"crop to the bounding box of pixels more than {BACKGROUND_TOLERANCE:.0%} of 255 above that "
-                "background",
+                f"crop to the bounding box of pixels more than {BACKGROUND_TOLERANCE:.0%} of 255 above that background",
                 "pad the shorter side with 0 to a square, object centred",
                 "resize to 28x28 with Lanczos (antialiased)",
                 "stretch levels: background -> 0, brightest pixel -> 255",
