@@ -114,7 +114,8 @@ def _cannot_open(spec: str, e: BaseException) -> UserError:
     shown, cause = redact(spec), scrub(str(getattr(e, "orig", None) or e), spec)
     cause = cause.split(" (Background on this error")[0]
     if isinstance(e, ImportError):
-        fix = "install its driver: pip install psycopg2-binary (PostgreSQL) or pymysql (MySQL, as mysql+pymysql://)"
+        fix = ('install its driver: pip install "psycopg[binary]" for postgresql:// (SQLAlchemy 2.1; with 2.0 write '
+               "postgresql+psycopg://), pip install pymysql for mysql+pymysql://")  # fmt: skip
     elif isinstance(e, sqlalchemy.exc.ArgumentError | ValueError):
         fix = ("write an SQLAlchemy URL: postgresql://user:PASSWORD@host:5432/db, "
                "mysql+pymysql://user:PASSWORD@host/db or sqlite:////abs/path.db (postgres:// is not understood; "
