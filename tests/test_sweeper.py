@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -24,7 +25,7 @@ from optuna.trial import TrialState
 from fmnist.utils.errors import UserError
 from hydra_plugins.fmnist_optuna_sweeper._impl import OptunaSweeperImpl, check_objective
 from hydra_plugins.fmnist_optuna_sweeper._search_space import parse_search_space
-from hydra_plugins.fmnist_optuna_sweeper._study import redact
+from hydra_plugins.fmnist_optuna_sweeper._study import open_storage, redact
 
 from conftest import CONF_DIR, compose_cfg, run_cli, tiny_data_overrides
 
@@ -255,6 +256,38 @@ def test_a_test_metric_is_refused():
     with pytest.raises(UserError, match="must not optimise a test metric"):
         check_objective(OmegaConf.create({"optimized_metric": "test/acc"}), space)
     assert check_objective(OmegaConf.create({"optimized_metric": "val/acc_best"}), space) == "val/acc_best"
+
+
+BASE = {"direction": "maximize", "n_trials": 2, "n_jobs": 1, "max_failure_rate": 0.5}
+
+
+@pytest.mark.parametrize(
+    ("keys", "message"),
+    [
+        ({"grace_period": 20}, "set hydra.sweeper.heartbeat_interval too"),
+        ({"retry_failed": 1}, "set hydra.sweeper.heartbeat_interval too"),
+        ({"heartbeat_interval": 10, "grace_period": 10}, "grace_period=10 must exceed heartbeat_interval=10"),
+        ({"heartbeat_interval": 0}, "heartbeat_interval must be at least 1"),
+        ({"heartbeat_interval": 10, "retry_failed": -1}, "retry_failed at least 0"),
+        ({"direction": "up"}, "use maximize or minimize"),
+        ({"max_failure_rate": 2}, "between 0 and 1"),
+    ],
+)
+def test_heartbeat_and_other_sweeper_values_are_checked_before_any_trial(keys, message):
+    with pytest.raises(UserError, match=re.escape(message)):
+        OptunaSweeperImpl(**{**BASE, **keys})._check_numbers()
+    OptunaSweeperImpl(**BASE, heartbeat_interval=10, grace_period=30, retry_failed=1)._check_numbers()  # valid
+
+
+def test_heartbeats_need_an_rdb_storage(tmp_path):
+    journal = str(tmp_path / "study.log")
+    with pytest.raises(UserError, match="a journal file keeps no heartbeats"):
+        open_storage(journal, heartbeat_interval=10)
+    assert not Path(journal).exists()  # refused before anything was written
+    open_storage(journal)  # without heartbeats a journal file is fine
+    rdb = open_storage(f"sqlite:///{tmp_path / 'study.db'}", heartbeat_interval=10, grace_period=30, retry_failed=2)
+    assert rdb.get_heartbeat_interval() == 10 and rdb.grace_period == 30
+    assert rdb.failed_trial_callback is not None
 
 
 def test_wandb_trials_of_one_sweep_share_a_group(tiny_data, tmp_path):
