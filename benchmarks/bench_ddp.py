@@ -11,22 +11,17 @@ per second of the fit (validation included) from each run's metrics.json; the wh
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
-import subprocess
-import sys
-import time
+
+from _common import run_entry
 
 from fmnist import PROJECT_ROOT
 
 
 def run(name: str, overrides: list[str]) -> tuple[float, float]:
     run_dir = PROJECT_ROOT / "outputs" / "bench" / "ddp" / name
-    command = [sys.executable, str(PROJECT_ROOT / "train.py"), "task_name=bench", f"hydra.run.dir={run_dir}"]
-    start = time.perf_counter()
-    subprocess.run([*command, *overrides], check=True, cwd=PROJECT_ROOT)
-    wall = time.perf_counter() - start
-    metrics = json.loads((run_dir / "metrics.json").read_text())
+    args = ["task_name=bench", f"hydra.run.dir={run_dir}", *overrides]
+    metrics, wall = run_entry(str(PROJECT_ROOT / "train.py"), args, run_dir, cwd=PROJECT_ROOT)
     return metrics["fit_images_per_second"], wall
 
 

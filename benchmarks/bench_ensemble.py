@@ -21,55 +21,51 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
-import time
 from datetime import date
 from pathlib import Path
+
+from _common import run_timed
 
 from fmnist import PROJECT_ROOT
 
 TTAS = ("none", "flip", "flip+shift")
 
 
-def run(command: list[str]) -> float:
-    print("+ " + " ".join(command), flush=True)
-    start = time.perf_counter()
-    subprocess.run(command, check=True, cwd=PROJECT_ROOT)
-    return time.perf_counter() - start
-
-
 def train_members(members: Path, seeds: list[int], overrides: list[str]) -> None:
     missing = [s for s in seeds if not (members / f"seed{s}" / "metrics.json").is_file()]
     if not missing:
         return
-    run(
+    # not run_entry: one multirun (-m) of the missing seeds, with no single run directory or metrics.json to read
+    run_timed(
+        "train.py",
         [
-            sys.executable,
-            "train.py",
             "-m",
             f"seed={','.join(map(str, missing))}",
             "task_name=bench",
             f"hydra.sweep.dir={members}",
             "hydra.sweep.subdir=seed${seed}",
             *overrides,
-        ]
+        ],
+        cwd=PROJECT_ROOT,
+        echo=True,
     )
 
 
 def ensemble(runs: list[str], out: Path, tta: str, data_overrides: list[str]) -> dict:
+    # not run_entry: a finished ensemble (metrics.json) is not run again, and its table is results.json
     if not (out / "metrics.json").is_file():
-        seconds = run(
+        seconds = run_timed(
+            "scripts/ensemble.py",
             [
-                sys.executable,
-                "scripts/ensemble.py",
                 f"runs=[{','.join(runs)}]",
                 f"tta={tta}",
                 "methods=[soft,greedy,val_acc,hard]",
                 "temperature_scaling=true",
                 f"hydra.run.dir={out}",
                 *data_overrides,
-            ]
+            ],
+            cwd=PROJECT_ROOT,
+            echo=True,
         )
         (out / "wall_seconds.txt").write_text(f"{seconds:.1f}\n")
     return json.loads((out / "results.json").read_text())

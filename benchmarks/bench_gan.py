@@ -22,12 +22,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import subprocess
 import sys
 import time
 from datetime import date
 from pathlib import Path
 
+from _common import run_entry, run_timed
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
@@ -45,11 +45,10 @@ def gan_dir(fraction: float, tag: str = "") -> Path:
 def bench_gan(fraction: float, overrides: list[str], tag: str = "") -> dict:
     run_dir = gan_dir(fraction, tag)
     overrides = [f"data.train_fraction={fraction}", *overrides]
-    command = [sys.executable, str(PROJECT_ROOT / "gan.py"), f"hydra.run.dir={run_dir}", *overrides]
-    start = time.perf_counter()
-    subprocess.run(command, check=True, cwd=PROJECT_ROOT)
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    return {"command": " ".join(["python gan.py", *overrides]), "wall_seconds": time.perf_counter() - start,
+    metrics, seconds = run_entry(
+        str(PROJECT_ROOT / "gan.py"), [f"hydra.run.dir={run_dir}", *overrides], run_dir, cwd=PROJECT_ROOT
+    )
+    return {"command": " ".join(["python gan.py", *overrides]), "wall_seconds": seconds,
             **{k: metrics.get(k) for k in QUALITY}}  # fmt: skip
 
 
@@ -71,7 +70,7 @@ def table(fraction: float, seeds: list[int], train_overrides: list[str], tag: st
         name = f"cnn_{aug[0].removeprefix('aug=')}_frac{fraction}{tag}"
         seed_args = ["--seeds", *map(str, seeds)]
         script = str(PROJECT_ROOT / "benchmarks" / "bench_train.py")
-        subprocess.run([sys.executable, script, "--name", name, *overrides, *seed_args], check=True, cwd=PROJECT_ROOT)
+        run_timed(script, ["--name", name, *overrides, *seed_args], cwd=PROJECT_ROOT)  # wall times: its summary.json
         summary = json.loads((OUT / name / "summary.json").read_text())
         rows.append({"name": name, "overrides": " ".join(overrides), **{k: summary[k] for k in
                      ("test/acc", "val/acc_best", "wall_seconds")}})  # fmt: skip

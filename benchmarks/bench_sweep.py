@@ -16,14 +16,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import optuna
 import yaml
+from _common import mean_sd, run_entry, run_timed
 from optuna.trial import TrialState
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -36,28 +34,16 @@ def key_of(override: str) -> str:
     return override.split("=", 1)[0].lstrip("+~")
 
 
-def run(args: list[str], log: Path) -> float:
-    """`python train.py <args>`, output to `log`; returns the wall time. Stops the benchmark on failure."""
-    log.parent.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
-    with open(log, "w") as f:
-        f.write("python train.py " + " ".join(args) + "\n")
-        f.flush()
-        command = [sys.executable, "train.py", *args]
-        code = subprocess.call(command, cwd=PROJECT_ROOT, stdout=f, stderr=subprocess.STDOUT)
-    if code != 0:
-        sys.exit(f"failed (exit {code}): python train.py {' '.join(args)}\n  see {log}")
-    return time.perf_counter() - start
-
-
 def sweep(out: Path, trials: int, epochs: int, extra: list[str]) -> tuple[optuna.Study, dict, float]:
     sweep_dir = out / "sweep"
     if sweep_dir.exists():
         sys.exit(f"{sweep_dir} exists: its study would be resumed, not measured afresh. Use another --out.")
-    seconds = run(
+    seconds = run_timed(
+        "train.py",
         ["-m", "hparams_search=cnn", f"hydra.sweeper.n_trials={trials}", f"trainer.max_epochs={epochs}",
          f"hydra.sweep.dir={sweep_dir}", *extra],
-        out / "logs" / "sweep.log",
+        cwd=PROJECT_ROOT,
+        log=out / "logs" / "sweep.log",
     )  # fmt: skip
     study = optuna.load_study(study_name=STUDY, storage=f"sqlite:///{sweep_dir / 'optuna.db'}")
     results = yaml.safe_load((sweep_dir / "optimization_results.yaml").read_text())
@@ -85,10 +71,13 @@ def final_runs(out: Path, name: str, overrides: list[str], seeds: list[int], epo
     for seed in seeds:
         run_dir = out / "final" / f"{name}_seed{seed}"
         length = [f"trainer.max_epochs={epochs}"] if epochs else []  # None = the config's own schedule
-        seconds = run(
-            [*overrides, *length, f"seed={seed}", f"hydra.run.dir={run_dir}"], out / "logs" / f"{name}_seed{seed}.log"
+        metrics, seconds = run_entry(
+            "train.py",
+            [*overrides, *length, f"seed={seed}", f"hydra.run.dir={run_dir}"],
+            run_dir,
+            cwd=PROJECT_ROOT,
+            log=out / "logs" / f"{name}_seed{seed}.log",
         )
-        metrics = json.loads((run_dir / "metrics.json").read_text())
         kept = {k: metrics.get(k) for k in ("val/acc_best", "test/acc", "test/nll", "test/ece", "epochs")}
         runs.append({"seed": seed, "run_dir": str(run_dir), "wall_seconds": seconds, **kept})
     return runs
@@ -104,14 +93,14 @@ def existing_runs(run_dirs: list[Path]) -> list[dict]:
     return runs
 
 
-def mean_sd(values: list[float]) -> dict:
-    sd = statistics.stdev(values) if len(values) > 1 else 0.0
-    return {"mean": statistics.fmean(values), "sd": sd, "n": len(values), "values": values}
+def stat(values: list[float]) -> dict:
+    mean, sd = mean_sd(values)
+    return {"mean": mean, "sd": sd, "n": len(values), "values": values}
 
 
 def summarise(runs: list[dict]) -> dict:
     val, test = [r["val/acc_best"] for r in runs], [r["test/acc"] for r in runs]
-    return {"runs": runs, "val": mean_sd(val), "test": mean_sd(test)}
+    return {"runs": runs, "val": stat(val), "test": stat(test)}
 
 
 def report(summary: dict) -> str:

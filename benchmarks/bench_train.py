@@ -11,20 +11,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import subprocess
-import sys
-import time
 from datetime import date
+
+from _common import mean_sd, run_entry
 
 from fmnist import PROJECT_ROOT
 
 KEYS = ("val/acc_best", "test/acc", "test/nll", "test/ece", "epochs", "fit_seconds", "fit_images_per_second")
 
 
-def mean_sd(values: list[float], digits: int = 4) -> str:
-    sd = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.mean(values):.{digits}f} ± {sd:.{digits}f}"
+def mean_sd_text(values: list[float], digits: int = 4) -> str:
+    mean, sd = mean_sd(values)
+    return f"{mean:.{digits}f} ± {sd:.{digits}f}"
 
 
 def main() -> None:
@@ -37,12 +35,8 @@ def main() -> None:
     rows = []
     for seed in args.seeds:
         run_dir = out_root / f"seed{seed}"
-        command = [sys.executable, str(PROJECT_ROOT / "train.py"), f"seed={seed}", f"hydra.run.dir={run_dir}"]
-        command += ["task_name=bench", *args.overrides]
-        start = time.perf_counter()
-        subprocess.run(command, check=True, cwd=PROJECT_ROOT)
-        wall = time.perf_counter() - start
-        metrics = json.loads((run_dir / "metrics.json").read_text())
+        overrides = [f"seed={seed}", f"hydra.run.dir={run_dir}", "task_name=bench", *args.overrides]
+        metrics, wall = run_entry(str(PROJECT_ROOT / "train.py"), overrides, run_dir, cwd=PROJECT_ROOT)
         rows.append({"seed": seed, "wall_seconds": wall, **{k: metrics.get(k) for k in KEYS}})
         print(f"seed {seed}: test/acc {metrics['test/acc']:.4f}, wall {wall:.0f} s")
     summary = {
@@ -50,9 +44,9 @@ def main() -> None:
         "command": "python benchmarks/bench_train.py " + " ".join([f"--name {args.name}", *args.overrides]),
         "overrides": args.overrides,
         "runs": rows,
-        "test/acc": mean_sd([r["test/acc"] for r in rows]),
-        "val/acc_best": mean_sd([r["val/acc_best"] for r in rows]),
-        "wall_seconds": mean_sd([r["wall_seconds"] for r in rows], digits=1),
+        "test/acc": mean_sd_text([r["test/acc"] for r in rows]),
+        "val/acc_best": mean_sd_text([r["val/acc_best"] for r in rows]),
+        "wall_seconds": mean_sd_text([r["wall_seconds"] for r in rows], digits=1),
     }
     (out_root / "summary.json").write_text(json.dumps(summary, indent=2))
     print(

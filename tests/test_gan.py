@@ -157,7 +157,9 @@ def test_generate_writes_a_set_the_datamodule_loads(gan_run, tiny_data, tmp_path
                      "classes=[1,Bag]", f"out={out}", "seed=5", f"paths.log_dir={tmp_path}")  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
     assert out.with_suffix(".png").is_file()
-    assert list(tmp_path.glob("generate/runs/*/.hydra/config.yaml")), "a Hydra task with its run directory"
+    (run_dir,) = [p.parent.parent for p in tmp_path.glob("generate/runs/*/.hydra/config.yaml")]  # a Hydra task
+    metrics = json.loads((run_dir / "metrics.json").read_text())  # written last, like every task's
+    assert metrics["images"] == 14 and metrics["classes"] == [1, 8] and metrics["out"] == str(out.resolve())
     directory, checksums = tiny_data
     datamodule = SyntheticDataModule(synthetic=str(out), data_dir=str(directory), system_dir=None, download=False,
                                      checksums=checksums, val_size=100)  # fmt: skip

@@ -3,6 +3,7 @@ and relabelling with a tiny trained run (soft, filter, the real-image control, r
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -97,6 +98,9 @@ def test_relabel_soft_and_filter(teacher, tmp_path):
     soft_images, soft_labels, meta = load_synthetic(soft)
     assert torch.equal(soft_images, images) and torch.allclose(soft_labels, expected, atol=1e-5)
     assert meta["mode"] == "soft" and str(teacher) in meta["teachers"]
+    metrics = json.loads((tmp_path / "relabel" / "metrics.json").read_text())  # the task's record, written last
+    assert metrics["out"] == str(soft) and metrics["mode"] == "soft"
+    assert metrics["teacher_agreement"] == pytest.approx(float((expected.argmax(1) == labels).float().mean()))
 
     kept = expected.argmax(1) == labels
     assert 0 < kept.sum() < 30, "a constructed case where the teacher agrees on some images only"

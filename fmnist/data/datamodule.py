@@ -81,6 +81,14 @@ def stratified_split(labels: torch.Tensor, n: int, seed: int) -> tuple[torch.Ten
 
 
 class FashionMNISTDataModule(pl.LightningDataModule):
+    """The whole data set as in-memory uint8 tensors, split into train/val by a seeded stratified draw; batches are
+    converted (and augmented, when training) after they reach the device.
+
+    image_size is not used here: the data group is the one place users set the input size (`data.image_size=32`),
+    the model configs read it (`${data.image_size}`) and resize batches on the device, and Hydra passes every key
+    of the group to this constructor. Saved with the hyperparameters, it records the size a checkpoint's run saw.
+    """
+
     def __init__(
         self,
         data_dir: str = "data/fashion-mnist",
@@ -154,9 +162,6 @@ class FashionMNISTDataModule(pl.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader(self.test_set, train=False)
-
-    def predict_dataloader(self) -> DataLoader:
-        return self.test_dataloader()
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int = 0):
         images, labels = batch

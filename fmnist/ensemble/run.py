@@ -8,140 +8,22 @@ adapts the same [0, 1] batches to its own input (`prepare_input`).
 
 from __future__ import annotations
 
-import glob
 import logging
-import os
-from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from fmnist.data.datamodule import VAL_SPLIT_KEYS, to_unit_float
-from fmnist.data.tta import check_tta, tta_logits
+from fmnist.data.datamodule import VAL_SPLIT_KEYS
+from fmnist.data.tta import check_tta
 from fmnist.ensemble.combine import Combination, check_methods, fit_combination, fit_temperature
+from fmnist.ensemble.members import expand_runs, load_members, predict
 from fmnist.ensemble.report import build_report, write_outputs
-from fmnist.models.classifier import Classifier
-from fmnist.predict.model import build
-from fmnist.runs import describe_run
-from fmnist.utils.errors import CheckpointError, UserError, config_int
-from fmnist.utils.io import read_classifier_checkpoint, run_dir_of
+from fmnist.utils.errors import config_int
 from fmnist.utils.task import hydra_task, task_run
 
 log = logging.getLogger("fmnist")
-
-
-@dataclass
-class Member:
-    name: str
-    ckpt_path: Path
-    run_dir: Path | None
-    split: dict  # the data settings the member was trained with (VAL_SPLIT_KEYS and checksums)
-    data: dict  # all its datamodule settings (train_fraction, data_dir, ...), to rebuild its training split
-    model: Classifier
-
-
-def checkpoint_of(path: Path, which: str) -> Path:
-    """A run directory -> its checkpoints/<which>.ckpt; a checkpoint file -> itself."""
-    if path.is_file():
-        return path
-    if path.is_dir():
-        ckpt = path / "checkpoints" / f"{which}.ckpt"
-        if ckpt.is_file():
-            return ckpt
-        raise CheckpointError(
-            f"Run {path} has no checkpoints/{which}.ckpt (an unfinished or failed run, or not a training run). "
-            "Remove it from runs=, or pass a checkpoint file instead."
-        )
-    raise UserError(f"runs: {path} does not exist. Pass run directories, checkpoint files or a glob.")
-
-
-def expand_runs(runs: str | list[str], which: str = "best", at_least: int = 2) -> list[Path]:
-    """Run directories, checkpoint files and globs (e.g. outputs/train/multiruns/<ts>/*) -> checkpoint paths.
-    A glob's matches that are neither directories nor .ckpt files (a multirun's multirun.yaml) are skipped."""
-    if which not in ("best", "last"):
-        raise UserError(f"checkpoint={which!r}: choose best or last.")
-    entries = [runs] if isinstance(runs, str) else list(runs)
-    paths: list[Path] = []
-    for entry in entries:
-        pattern = os.path.expanduser(str(entry))
-        matches = [pattern]
-        if any(c in pattern for c in "*?["):
-            matches = [m for m in sorted(glob.glob(pattern)) if os.path.isdir(m) or m.endswith(".ckpt")]
-            if not matches:
-                raise UserError(f"runs: {entry} matches no run directory or checkpoint.")
-        paths += [checkpoint_of(Path(m), which).resolve() for m in matches]
-    paths = list(dict.fromkeys(paths))
-    if len(paths) < at_least:
-        raise UserError(f"runs={entries} gives {len(paths)} checkpoint(s); at least {at_least} are needed.")
-    return paths
-
-
-def member_name(index: int, ckpt_path: Path, run_dir: Path | None) -> str:
-    """'m0 cnn s1' from the run's model choice and seed; the checkpoint's file name when it has no run."""
-    if run_dir is None:
-        return f"m{index} {ckpt_path.stem}"
-    info = describe_run(run_dir)
-    parts = [f"m{index}", str(info["model"] or "model"), f"s{info['seed']}" if info["seed"] is not None else ""]
-    return " ".join(p for p in parts if p)
-
-
-def load_members(paths: list[Path], data_checksums: dict | None) -> list[Member]:
-    """Load every checkpoint (weights_only) and refuse members that were validated on different images."""
-    members = []
-    for i, path in enumerate(paths):
-        checkpoint = read_classifier_checkpoint(path)  # refuses unsafe, corrupt, GAN and non-classifier files
-        trained_with = checkpoint.get("datamodule_hyper_parameters")
-        if not trained_with or any(k not in trained_with for k in VAL_SPLIT_KEYS):
-            raise CheckpointError(
-                f"{path} does not record the data split it was trained with (datamodule_hyper_parameters), so its "
-                "validation images cannot be known. Use checkpoints written by `python train.py`."
-            )
-        split = {k: trained_with.get(k) for k in (*VAL_SPLIT_KEYS, "checksums")}
-        model = build(dict(checkpoint["hyper_parameters"]), checkpoint["state_dict"], path)  # eval mode
-        run_dir = run_dir_of(path)
-        members.append(Member(member_name(i, path, run_dir), path, run_dir, split, dict(trained_with), model))
-    first = members[0]
-    for member in members[1:]:
-        if member.split != first.split:
-            differ = ", ".join(
-                f"{k}={member.split[k]} vs {first.split[k]}" for k in first.split if member.split[k] != first.split[k]
-            )
-            raise UserError(
-                f"{member.run_dir or member.ckpt_path} was trained with a different validation split than "
-                f"{first.run_dir or first.ckpt_path} ({differ}). Weights fitted on validation would see some "
-                "members' training images: ensemble runs trained with the same data.val_size, data.split_seed and "
-                "data set."
-            )
-        if member.model.hparams.class_names != first.model.hparams.class_names:
-            raise UserError(f"{member.ckpt_path} predicts different classes than {first.ckpt_path}.")
-    if data_checksums is not None and first.split["checksums"] != data_checksums:
-        raise UserError(
-            "data.checksums differs from the checksums the members were trained with: pass the data settings the "
-            "members were trained with (the same data.checksums)."
-        )
-    return members
-
-
-def predict(
-    members: list[Member], images: torch.Tensor, split: str, tta: str, batch_size: int, device: torch.device
-) -> torch.Tensor:
-    """Each member's logits for uint8 `images` (N, 28, 28): (M, N, C) floats on the CPU, computed once."""
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    outputs = []
-    with Progress(*columns) as progress, torch.inference_mode():
-        for member in members:
-            task = progress.add_task(f"{split} · {member.name}", total=len(images))
-            model, logits = member.model.to(device).eval(), []
-            for start in range(0, len(images), batch_size):
-                batch = to_unit_float(images[start : start + batch_size].to(device))
-                logits.append(tta_logits(model, batch, tta).float().cpu())
-                progress.advance(task, len(batch))
-            outputs.append(torch.cat(logits))
-    return torch.stack(outputs)
 
 
 def fit_on_validation(

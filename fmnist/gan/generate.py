@@ -20,8 +20,7 @@ from omegaconf import DictConfig
 from fmnist.data.synthetic import class_indices, generate_set, load_generator, save_synthetic
 from fmnist.models.gan import plot_sample_grid
 from fmnist.utils.errors import UserError, config_int
-from fmnist.utils.runtime import setup_runtime
-from fmnist.utils.task import hydra_task
+from fmnist.utils.task import hydra_task, task_run
 
 log = logging.getLogger("fmnist")
 
@@ -34,13 +33,15 @@ def generate(cfg: DictConfig) -> Path:
         raise UserError(f"out={out}: the file name must end with .safetensors.")
     ckpt = Path(cfg.ckpt_path)
     gan = load_generator(ckpt)  # CheckpointError unless it is a GAN checkpoint
-    setup_runtime(cfg)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    images, labels = generate_set(gan, n, classes=classes, seed=seed)
-    save_synthetic(out, images, labels, source=str(ckpt.resolve()), seed=seed, n_per_class=n, classes=classes)
     k = min(config_int(cfg, "grid_per_class", minimum=1), n)
-    shown = (labels.view(len(classes), n)[:, :k].reshape(-1), images.view(len(classes), n, 28, 28)[:, :k])
-    plot_sample_grid(shown[1].reshape(-1, 1, 28, 28).float() / 255, shown[0], out.with_suffix(".png"), out.stem)
+    with task_run(cfg, csv=False) as run:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        images, labels = generate_set(gan, n, classes=classes, seed=seed)
+        save_synthetic(out, images, labels, source=str(ckpt.resolve()), seed=seed, n_per_class=n, classes=classes)
+        shown = (labels.view(len(classes), n)[:, :k].reshape(-1), images.view(len(classes), n, 28, 28)[:, :k])
+        plot_sample_grid(shown[1].reshape(-1, 1, 28, 28).float() / 255, shown[0], out.with_suffix(".png"), out.stem)
+        run.finish({"out": str(out.resolve()), "images": len(labels), "n_per_class": n, "classes": classes,
+                    "seed": seed, "source_checkpoint": str(ckpt.resolve())})  # fmt: skip
     log.info(f"{len(labels)} images ({n} per class, classes {classes}, seed {seed}) -> {out} (+ {out.stem}.png)")
     return out
 

@@ -27,10 +27,9 @@ from omegaconf import DictConfig, OmegaConf
 from fmnist.data.datamodule import FashionMNISTDataModule
 from fmnist.data.synthetic import load_synthetic, save_synthetic
 from fmnist.data.tta import check_tta
-from fmnist.ensemble.run import expand_runs, load_members, predict
+from fmnist.ensemble.members import expand_runs, load_members, predict
 from fmnist.utils.errors import UserError, config_int
-from fmnist.utils.runtime import setup_runtime
-from fmnist.utils.task import hydra_task
+from fmnist.utils.task import hydra_task, task_run
 
 log = logging.getLogger("fmnist")
 
@@ -51,17 +50,26 @@ def relabel(cfg: DictConfig) -> Path:
     if cfg.mode not in ("soft", "filter"):
         raise UserError(f"mode={cfg.mode!r}: choose soft (teacher probabilities) or filter (keep agreeing images).")
     tta = check_tta(str(cfg.tta))
-    setup_runtime(cfg)
     runs = OmegaConf.to_container(cfg.runs) if OmegaConf.is_config(cfg.runs) else str(cfg.runs)
     paths = expand_runs(runs, str(cfg.checkpoint), at_least=1)
     stem = "real_train" if source == "real" else Path(source).stem
     out = Path(cfg.out) if cfg.out else Path(cfg.paths.output_dir) / f"{stem}_{cfg.mode}.safetensors"
     if out.suffix != ".safetensors":
         raise UserError(f"out={out}: the file name must end with .safetensors.")
-    out.parent.mkdir(parents=True, exist_ok=True)
     members = load_members(paths, data_checksums=None)  # weights_only; refuses members of different val splits
     if len({m.data.get("train_fraction") for m in members}) > 1:
         raise UserError("The teachers were trained on different data.train_fraction; use teachers of one split.")
+    with task_run(cfg, csv=False) as run:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        agreement = label_with_teachers(cfg, source, members, tta, out)
+        run.finish({"out": str(out.resolve()), "source": source, "mode": str(cfg.mode), "tta": tta,
+                    "teachers": [str(p) for p in paths], "teacher_agreement": agreement})  # fmt: skip
+    return out
+
+
+def label_with_teachers(cfg: DictConfig, source: str, members: list, tta: str, out: Path) -> float | None:
+    """Write the set with the teachers' labels (soft, or the images they agree with); the share of images whose
+    label the teachers' soft vote agrees with (None for a soft-labelled source)."""
     images, labels, meta = teacher_images(source, members[0].data)
     if cfg.mode == "filter" and labels is None:
         raise UserError(f"mode=filter needs hard labels to compare with; {source} is soft-labelled already.")
@@ -76,11 +84,11 @@ def relabel(cfg: DictConfig) -> Path:
         images, new_labels = images[agree], labels[agree]
     else:
         new_labels = probs
-    teachers = [str(p) for p in paths]
+    teachers = [str(m.ckpt_path) for m in members]
     save_synthetic(out, images, new_labels, source=str(source), teachers=teachers, mode=str(cfg.mode), tta=tta,
                    seed=meta.get("seed", "-"), n_per_class=meta.get("n_per_class", "-"))  # fmt: skip
     log.info(f"{len(new_labels)} images ({cfg.mode} labels of {len(members)} teacher(s), tta={tta}) -> {out}")
-    return out
+    return float(agree.float().mean()) if labels is not None else None
 
 
 @hydra_task("relabel")

@@ -188,9 +188,6 @@ class Classifier(pl.LightningModule):
         for metric in (self.test_acc, self.test_nll, self.test_ece, self.test_class_acc, self.test_confusion):
             metric.reset()
 
-    def predict_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        return self(batch[0]).float()
-
     # --- optimisation --------------------------------------------------------------------------------------------
     def configure_callbacks(self) -> list[pl.Callback]:
         """The fine-tuning warm-up (`finetuning`, e.g. fmnist.models.finetuning.FrozenBackboneWarmup) belongs to
