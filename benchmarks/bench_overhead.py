@@ -30,6 +30,7 @@ from lightning.pytorch.callbacks import Callback, RichProgressBar
 
 import fmnist.utils.runtime  # noqa: F401  (resolvers)
 from fmnist import PROJECT_ROOT
+from fmnist.models.components.weight_decay import weight_decay_groups
 from fmnist.utils.runtime import resolve_precision
 
 
@@ -71,9 +72,7 @@ def plain_throughput(cfg, images: torch.Tensor, labels: torch.Tensor, steps: int
     model = instantiate(cfg.model.backbone)
     if cfg.model.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    decay = [p for p in model.parameters() if p.ndim > 1]
-    no_decay = [p for p in model.parameters() if p.ndim <= 1]
-    optimizer = instantiate(cfg.model.optimizer)([{"params": decay}, {"params": no_decay, "weight_decay": 0.0}])
+    optimizer = instantiate(cfg.model.optimizer)(weight_decay_groups(model.parameters()))  # as the Classifier's
     scheduler = instantiate(cfg.model.scheduler)(optimizer, total_steps=warmup + steps)
     mean, std = cfg.model.mean[0], cfg.model.std[0]
     batch, bf16 = cfg.data.batch_size, str(cfg.trainer.precision).startswith("bf16")

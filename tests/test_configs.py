@@ -116,3 +116,18 @@ def test_help_and_cfg_job_work():
     assert result.returncode == 0 and "model: cnn" in result.stdout
     result = run_cli("train.py", "--cfg", "job", "trainer.max_epochs=3", "seed=1")
     assert result.returncode == 0 and "max_epochs: 3" in result.stdout and "seed: 1" in result.stdout
+
+
+def test_the_data_set_facts_have_one_home_that_the_python_side_agrees_with(tmp_path):
+    """conf/dataset/ is where the configs read the class count and pixel statistics; the Python defaults
+    (Classifier, timm's 1-channel statistics) keep the same values, and a change of the facts reaches every reader."""
+    from fmnist.data.datamodule import CLASSES, FMNIST_STATS
+
+    cfg = compose_cfg("train", ["model=cnn", "aug=mixup"], tmp_path / "run")
+    facts = OmegaConf.to_container(cfg.dataset)
+    assert facts == {"num_classes": len(CLASSES), **FMNIST_STATS}
+    changed = compose_cfg("train", ["model=cnn", "aug=mixup", "dataset.num_classes=7", "dataset.std=[0.5]"], tmp_path)
+    readers = (changed.model.backbone.num_classes, changed.aug.num_classes, list(changed.model.std))
+    assert readers == (7, 7, [0.5])
+    gan = compose_cfg("gan", ["dataset.num_classes=7"], tmp_path / "gan")
+    assert gan.model.generator.num_classes == gan.model.discriminator.num_classes == 7

@@ -26,6 +26,7 @@ CLASSES = (
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
     "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
 )  # fmt: skip
+FMNIST_STATS = {"mean": [0.2860], "std": [0.3530]}  # training pixels in [0, 1]; the configs: conf/dataset/
 
 
 class TensorBatches(Dataset):

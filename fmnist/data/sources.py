@@ -17,6 +17,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, Trans
 
 from fmnist.data.idx import IMAGE_MAGIC, LABEL_MAGIC, load_idx_gz, md5
 from fmnist.utils.errors import DataError
+from fmnist.utils.io import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -54,10 +55,8 @@ def _missing(directory: Path) -> list[str]:
 def download_file(url: str, dest: Path, expected_md5: str | None, timeout: float = 30.0) -> None:
     """Fetch `url` to `dest` atomically: a temporary file in the same directory, checked, then renamed."""
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=dest.name + ".", suffix=".part", dir=dest.parent)
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
+    with atomic_path(dest) as tmp:  # a failed or interrupted download leaves nothing under dest's name
+        with open(tmp, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
             total = int(response.headers.get("Content-Length") or 0) or None
             columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn())
             with Progress(*columns, transient=True) as progress:
@@ -69,9 +68,6 @@ def download_file(url: str, dest: Path, expected_md5: str | None, timeout: float
             digest = md5(f.read())
         if expected_md5 is not None and digest != expected_md5:
             raise DataError(f"{url}: MD5 of the decompressed download is {digest}, expected {expected_md5}.")
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _download_all(data_dir: Path, mirrors: list[str], checksums: dict[str, str]) -> list[str]:

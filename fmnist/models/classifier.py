@@ -26,8 +26,9 @@ from torchmetrics.classification import (
     MulticlassConfusionMatrix,
 )
 
-from fmnist.data.datamodule import CLASSES, to_unit_float
+from fmnist.data.datamodule import CLASSES, FMNIST_STATS, to_unit_float
 from fmnist.data.tta import tta_logits
+from fmnist.models.components.weight_decay import weight_decay_groups
 
 
 def plain(value: Any) -> Any:
@@ -52,8 +53,8 @@ class Classifier(pl.LightningModule):
         label_smoothing: float = 0.0,
         image_size: int = 28,
         in_chans: int = 1,
-        mean: Sequence[float] = (0.2860,),
-        std: Sequence[float] = (0.3530,),
+        mean: Sequence[float] = tuple(FMNIST_STATS["mean"]),
+        std: Sequence[float] = tuple(FMNIST_STATS["std"]),
         channels_last: bool = False,
         class_names: Sequence[str] = CLASSES,
         # fine-tuning (timm backbones, models/components/timm_backbone.py); defaults: one learning rate for all
@@ -202,10 +203,7 @@ class Classifier(pl.LightningModule):
             from fmnist.models.components.timm_backbone import scaled_parameter_groups
 
             return scaled_parameter_groups(self.backbone, self.hparams.backbone_lr_scale, self.hparams.layer_decay)
-        decay, no_decay = [], []
-        for p in self.parameters():
-            (decay if p.ndim > 1 else no_decay).append(p)
-        return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
+        return weight_decay_groups(self.parameters())
 
     def max_over_processes(self, value: float) -> float:
         """The largest `value` of all training processes (one small all-reduce; every process must call it)."""

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import csv
 import logging
-import os
-import tempfile
 import warnings
 from collections import Counter
 from pathlib import Path
@@ -19,6 +17,8 @@ import optuna
 from omegaconf import OmegaConf
 from optuna.trial import FrozenTrial, TrialState
 
+from fmnist.utils.io import atomic_path
+
 log = logging.getLogger(__name__)
 
 RESULTS_FILE = "optimization_results.yaml"
@@ -26,11 +26,8 @@ TRIALS_FILE = "trials.csv"
 
 
 def _atomic_write(path: Path, write: Any) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(fd, "w", newline="") as f:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:  # readers (dashboards, scripts) never see half
         write(f)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
 
 
 def best_trial(study: optuna.Study) -> FrozenTrial | None:

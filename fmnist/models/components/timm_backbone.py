@@ -23,11 +23,12 @@ from huggingface_hub.utils import get_session
 from timm.models import get_pretrained_cfg, group_parameters, is_model_in_modules, load_state_dict
 from torch import nn
 
+from fmnist.data.datamodule import FMNIST_STATS
+from fmnist.models.components.weight_decay import takes_weight_decay
 from fmnist.utils.errors import UserError
 
 log = logging.getLogger(__name__)
 
-FMNIST_STATS = {"mean": [0.2860], "std": [0.3530]}  # training pixels in [0, 1], as in conf/model/cnn.yaml
 # ConvNeXt downsamples by 4 (stem) then 3 x 2 with unpadded 2x2 convolutions: below 32 px a map shrinks to nothing
 MIN_IMAGE_SIZE = {"convnext": 32}
 
@@ -176,7 +177,7 @@ def scaled_parameter_groups(model: nn.Module, backbone_lr_scale: float, layer_de
         scale = 1.0
         if id(p) not in head:
             scale = backbone_lr_scale * (layer_decay ** (top - layer_of.get(name, top)) if layer_decay else 1.0)
-        decay = p.ndim > 1
+        decay = takes_weight_decay(p)
         group = groups.setdefault((scale, decay), {"params": [], "lr_scale": scale})
         if not decay:
             group["weight_decay"] = 0.0
