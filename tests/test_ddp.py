@@ -21,6 +21,7 @@ MODELS = {
 
 
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed is not available")
+@pytest.mark.slow  # two training processes per model on 2 cores: the slow set (second step of .ci/run)
 @pytest.mark.parametrize("model", MODELS)
 def test_ddp_two_cpu_processes(model, tiny_data, tmp_path):
     overrides = [

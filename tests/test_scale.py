@@ -24,6 +24,7 @@ def test_launcher_configs_compose(launcher, target, tiny_data, tmp_path):
     assert (cfg.hydra.launcher.n_jobs == 2) if launcher == "parallel" else (cfg.hydra.launcher.timeout_min == 240)
 
 
+@pytest.mark.slow  # two sweep processes; the PostgreSQL version of this test is slow as well
 def test_two_sweep_processes_share_one_study(tiny_data, tmp_path):
     storage = tmp_path / "study.log"  # a journal file: the storage for several processes on one machine
     common = [
@@ -51,6 +52,7 @@ def test_two_sweep_processes_share_one_study(tiny_data, tmp_path):
         assert trial.value == pytest.approx(metrics["val/acc_best"])
 
 
+@pytest.mark.slow  # joblib worker processes, each importing torch and Lightning
 def test_parallel_launcher_runs_jobs_in_worker_processes(tiny_data, tmp_path):
     overrides = [*tiny_data_overrides(tiny_data, tmp_path), "threads=1", "trainer.max_epochs=1"]
     small_cnn = ["model=cnn", "model.backbone.hidden=32"]
