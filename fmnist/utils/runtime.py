@@ -9,7 +9,7 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import lightning.pytorch as pl
 import torch
@@ -143,5 +143,11 @@ def report_user_errors(task: Callable[[DictConfig], Any], cfg: DictConfig) -> An
 
         if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
             raise user_error from None
-        log.error(f"{type(user_error).__name__}: {user_error}")
-        sys.exit(2)
+        exit_for_user_error(user_error)
+
+
+def exit_for_user_error(error: Exception, logger: logging.Logger = log) -> NoReturn:
+    """The end of a command that a user error stopped (every entry point and the sweeper): one message naming the
+    problem and the fix, exit code 2, no traceback."""
+    logger.error(f"{type(error).__name__}: {error}")
+    sys.exit(2)

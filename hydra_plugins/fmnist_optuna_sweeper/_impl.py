@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from optuna.trial import TrialState
 
 from fmnist.utils.errors import UserError
+from fmnist.utils.runtime import exit_for_user_error
 
 from ._report import best_trial, write_plots, write_results, write_trials_csv
 from ._search_space import SearchSpace, describe, is_finite_number, parse_search_space, quote, single_run_overrides
@@ -70,8 +70,7 @@ class OptunaSweeperImpl(Sweeper):
         try:
             return self._sweep(arguments)
         except UserError as e:  # one clear message and exit code 2, like the entry points
-            log.error(f"{type(e).__name__}: {e}")
-            sys.exit(2)
+            exit_for_user_error(e, log)
 
     # --- setup of the study ----------------------------------------------------------------------------------------
     def _check_numbers(self) -> None:
