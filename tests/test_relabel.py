@@ -116,6 +116,7 @@ def test_relabel_soft_and_filter(teacher, tmp_path):
     with pytest.raises(UserError, match="kept none of 30 images"):
         relabel_with(tmp_path, f"source={disagreeing}", f"runs={teacher}", "mode=filter", f"out={empty}")
     assert not empty.exists()
+    assert not (tmp_path / "relabel" / "metrics.json").exists(), "the refused run's directory must not look complete"
 
 
 def test_relabel_real_writes_the_teachers_training_split(teacher, tiny_data, tmp_path):

@@ -6,7 +6,6 @@ from __future__ import annotations
 import gzip
 import logging
 import os
-import tempfile
 import urllib.error
 import urllib.request
 import zlib

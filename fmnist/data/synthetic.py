@@ -22,9 +22,9 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 from torch import nn
 
-from fmnist.utils.io import atomic_path, read_gan_checkpoint
 from fmnist.data.datamodule import CLASSES, FashionMNISTDataModule, TensorBatches, to_unit_float
 from fmnist.utils.errors import CheckpointError, DataError, UserError
+from fmnist.utils.io import atomic_path, read_gan_checkpoint
 
 FORMAT = "fmnist-synthetic-v1"
 
@@ -46,7 +46,9 @@ def load_synthetic(path: str | Path) -> tuple[torch.Tensor, torch.Tensor, dict[s
     (N,) class indices, or float32 (N, 10) probabilities for a relabelled set (scripts/relabel.py)."""
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"Synthetic set {path} does not exist. Write one with: python scripts/generate.py ckpt_path=<GAN checkpoint>")
+        raise DataError(
+            f"Synthetic set {path} does not exist. Write one: python scripts/generate.py ckpt_path=<GAN checkpoint>"
+        )
     try:
         with safe_open(str(path), framework="pt") as f:
             metadata = f.metadata() or {}

@@ -113,7 +113,8 @@ def checkpoint_label(path: str | Path) -> str:
     """The checkpoint as `<parent>/<run dir>/checkpoints/<file>`: enough to find the run, without the exporting
     machine's absolute paths (a shipped sidecar would otherwise carry them)."""
     path = Path(path).resolve()
-    return str(Path(*path.parts[-4:])) if path.parent.name == "checkpoints" else path.name
+    parts = path.parts[1:]  # resolved, so parts[0] is the root: left out, the label is never absolute
+    return str(Path(*parts[-4:])) if path.parent.name == "checkpoints" else path.name
 
 
 def sidecar(model: Classifier, cfg: DictConfig, out: Path, diff: float | None) -> dict:

@@ -186,7 +186,7 @@ def single_run_overrides(config: DictConfig, space: SearchSpace, options: Callab
     def group_of(override: str) -> str:
         return override.split("=", 1)[0].lstrip("+~")
 
-    skip = {"hparams_search", "hydra", "paths"}
+    skip = {"hparams_search", "hydra", "paths", "dataset"}  # dataset: chosen by `data`, not by the user
     choices = OmegaConf.to_container(config.hydra.runtime.choices)
     groups = [
         f"{g}={c}"

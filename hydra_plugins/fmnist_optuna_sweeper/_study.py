@@ -16,6 +16,7 @@ from urllib.parse import unquote
 import optuna
 import sqlalchemy.exc
 from hydra.utils import instantiate
+from omegaconf.errors import InterpolationResolutionError
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend
 
@@ -173,7 +174,15 @@ def open_trial(number: int) -> optuna.Trial:
 
     hydra_cfg = HydraConfig.get()
     sweeper_cfg = hydra_cfg.sweeper
-    storage = open_storage(storage_spec(sweeper_cfg.storage, hydra_cfg.sweep.dir, hydra_cfg.runtime.cwd))
+    try:
+        spec = storage_spec(sweeper_cfg.storage, hydra_cfg.sweep.dir, hydra_cfg.runtime.cwd)
+    except InterpolationResolutionError as e:  # e.g. a SLURM job started without the sweep's environment
+        raise UserError(
+            f"This trial cannot read its study storage ({e}). The sweeper passes a storage URL with a password to "
+            "its jobs in the environment variable FMNIST_SWEEP_STORAGE: run the jobs with the sweep's environment "
+            "(SLURM: --export=ALL), or give the URL as ${oc.env:...} of a variable every job has."
+        ) from None
+    storage = open_storage(spec)
     name = study_name(sweeper_cfg.study_name)
     # The sampler is never used here (the sweeper sampled the params); RandomSampler is the cheapest to build.
     pruner = make_pruner(sweeper_cfg.pruner)
