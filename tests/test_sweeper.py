@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import re
 import subprocess
 import sys
@@ -301,3 +302,27 @@ def test_wandb_trials_of_one_sweep_share_a_group(tiny_data, tmp_path):
     sweeper.config = OmegaConf.create({"logger": {"csv": {"_target_": "x"}}})
     assert sweeper._bookkeeping_overrides(7, "cnn", tmp_path) == ["++optuna_trial=7"]
     assert redact("postgresql://me:secret@db/optuna") == "postgresql://me:***@db/optuna"
+
+
+def test_a_literal_storage_password_reaches_the_jobs_through_the_environment_only(tmp_path, monkeypatch):
+    """The jobs' configs (saved by Hydra in every trial's .hydra/) get ${oc.env:FMNIST_SWEEP_STORAGE}, the URL goes
+    to the environment; a job run without that environment stops with a message naming the variable."""
+    from hydra.core.hydra_config import HydraConfig
+
+    from hydra_plugins.fmnist_optuna_sweeper._impl import STORAGE_ENV
+    from hydra_plugins.fmnist_optuna_sweeper._study import open_trial
+
+    monkeypatch.delenv(STORAGE_ENV, raising=False)
+    url = "postgresql://fmnist:s3cret-Pw@db.example:5432/optuna"
+    cfg = compose_cfg("train", ["hparams_search=cnn", f"hydra.sweeper.storage={url}"], tmp_path / "run")
+    sweeper = OptunaSweeperImpl(storage=url)
+    sweeper.config = cfg
+    sweeper._keep_password_out_of_job_configs(url)
+    assert "s3cret-Pw" not in OmegaConf.to_yaml(cfg)  # what the launcher recomposes each job from, unresolved
+    written = OmegaConf.to_container(cfg.hydra.overrides.hydra, resolve=False)
+    assert written == [f"hydra.sweeper.storage=${{oc.env:{STORAGE_ENV}}}"]
+    assert os.environ[STORAGE_ENV] == url
+    monkeypatch.delenv(STORAGE_ENV)  # a job started without the sweep's environment (e.g. SLURM --export=NONE)
+    HydraConfig().set_config(cfg)  # the job's view: its Hydra config, recomposed from those overrides
+    with pytest.raises(UserError, match=STORAGE_ENV):
+        open_trial(0)

@@ -19,7 +19,7 @@ from hydra.core.plugins import Plugins
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from optuna.trial import TrialState
 
 from fmnist.utils.errors import UserError
@@ -302,7 +302,7 @@ class OptunaSweeperImpl(Sweeper):
         override = f"hydra.sweeper.storage=${{oc.env:{STORAGE_ENV}}}"
         written = OmegaConf.to_container(self.config.hydra.overrides.hydra, resolve=False)
         kept = [o for o in written if not re.match(r"[+~]*hydra\.sweeper\.storage=", str(o))]
-        with open_dict(self.config):
+        with read_write(self.config.hydra), open_dict(self.config):  # Hydra may hand its node over read-only
             self.config.hydra.overrides.hydra = [*kept, override]  # also covers a URL written in a config file
             sweeper.storage = f"${{oc.env:{STORAGE_ENV}}}"
 
