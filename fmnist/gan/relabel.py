@@ -63,7 +63,7 @@ def relabel(cfg: DictConfig) -> Path:
         out.parent.mkdir(parents=True, exist_ok=True)
         agreement = label_with_teachers(cfg, source, members, tta, out)
         run.finish({"out": str(out.resolve()), "source": source, "mode": str(cfg.mode), "tta": tta,
-                    "teachers": [str(p) for p in paths], "teacher_agreement": agreement})  # fmt: skip
+                    "teachers": [str(m.ckpt_path) for m in members], "teacher_agreement": agreement})  # fmt: skip
     return out
 
 

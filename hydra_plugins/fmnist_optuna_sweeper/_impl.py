@@ -27,15 +27,13 @@ from fmnist.utils.runtime import exit_for_user_error
 
 from ._report import best_trial, write_plots, write_results, write_trials_csv
 from ._search_space import SearchSpace, describe, is_finite_number, parse_search_space, quote, single_run_overrides
-from ._study import make_pruner, open_storage, redact, storage_spec, study_name
+from ._study import STORAGE_ENV, make_pruner, open_storage, redact, storage_spec, study_name
 from ._workers import Heartbeat, ask, fail_stale_trials, make_sampler
 
 log = logging.getLogger(__name__)
 
 TRIAL_KEY = "optuna_trial"  # each job's config gets `optuna_trial: <number>` (read by fmnist.utils.pruning)
 PRUNING_CALLBACK = "fmnist.utils.pruning.OptunaPruning"
-# A literal storage URL with a password reaches the jobs through this variable, not through their saved configs
-STORAGE_ENV = "FMNIST_SWEEP_STORAGE"
 
 
 def check_objective(config: DictConfig, space: SearchSpace) -> str:

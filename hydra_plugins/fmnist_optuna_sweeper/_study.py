@@ -24,6 +24,8 @@ from fmnist.utils.errors import UserError
 
 DEFAULT_STUDY_NAME = "fmnist"
 DEFAULT_STORAGE_FILE = "optuna.db"  # inside the sweep directory
+# A literal storage URL with a password reaches the jobs through this variable, not through their saved configs
+STORAGE_ENV = "FMNIST_SWEEP_STORAGE"
 JOURNAL_SUFFIXES = (".log", ".jsonl", ".journal")
 SQLITE_TIMEOUT_S = 60  # parallel jobs write to one SQLite file; wait for its lock instead of failing
 RDB_ATTEMPTS = 5
@@ -179,7 +181,7 @@ def open_trial(number: int) -> optuna.Trial:
     except InterpolationResolutionError as e:  # e.g. a SLURM job started without the sweep's environment
         raise UserError(
             f"This trial cannot read its study storage ({e}). The sweeper passes a storage URL with a password to "
-            "its jobs in the environment variable FMNIST_SWEEP_STORAGE: run the jobs with the sweep's environment "
+            f"its jobs in the environment variable {STORAGE_ENV}: run the jobs with the sweep's environment "
             "(SLURM: --export=ALL), or give the URL as ${oc.env:...} of a variable every job has."
         ) from None
     storage = open_storage(spec)
