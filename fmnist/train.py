@@ -135,6 +135,7 @@ def train(cfg: DictConfig) -> float | None:
                 "seed": cfg.get("seed"),
                 "precision": str(trainer.precision),  # what precision=auto resolved to on this machine
                 "tta": model.tta,
+                **getattr(model, "extra_metrics", {}),  # what a model records of its run (a Distiller: its teachers)
                 **{f"choice/{k}": v for k, v in choices.items() if k in ("model", "aug", "experiment") and v != "None"},
             }
         )

@@ -4,8 +4,6 @@ share one validation split, and their logits on a split (with test-time augmenta
 
 from __future__ import annotations
 
-import glob
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from fmnist.data.datamodule import VAL_SPLIT_KEYS, to_unit_float
 from fmnist.data.tta import tta_logits
 from fmnist.models.classifier import Classifier
-from fmnist.predict.model import build
+from fmnist.models.loading import build
 from fmnist.utils.errors import CheckpointError, UserError
 from fmnist.utils.io import read_classifier_checkpoint, run_dir_of
 from fmnist.utils.run_info import describe_run
@@ -29,42 +27,6 @@ class Member:
     split: dict  # the data settings the member was trained with (VAL_SPLIT_KEYS and checksums)
     data: dict  # all its datamodule settings (train_fraction, data_dir, ...), to rebuild its training split
     model: Classifier
-
-
-def checkpoint_of(path: Path, which: str) -> Path:
-    """A run directory -> its checkpoints/<which>.ckpt; a checkpoint file -> itself."""
-    if path.is_file():
-        return path
-    if path.is_dir():
-        ckpt = path / "checkpoints" / f"{which}.ckpt"
-        if ckpt.is_file():
-            return ckpt
-        raise CheckpointError(
-            f"Run {path} has no checkpoints/{which}.ckpt (an unfinished or failed run, or not a training run). "
-            "Remove it from runs=, or pass a checkpoint file instead."
-        )
-    raise UserError(f"runs: {path} does not exist. Pass run directories, checkpoint files or a glob.")
-
-
-def expand_runs(runs: str | list[str], which: str = "best", at_least: int = 2) -> list[Path]:
-    """Run directories, checkpoint files and globs (e.g. outputs/train/multiruns/<ts>/*) -> checkpoint paths.
-    A glob's matches that are neither directories nor .ckpt files (a multirun's multirun.yaml) are skipped."""
-    if which not in ("best", "last"):
-        raise UserError(f"checkpoint={which!r}: choose best or last.")
-    entries = [runs] if isinstance(runs, str) else list(runs)
-    paths: list[Path] = []
-    for entry in entries:
-        pattern = os.path.expanduser(str(entry))
-        matches = [pattern]
-        if any(c in pattern for c in "*?["):
-            matches = [m for m in sorted(glob.glob(pattern)) if os.path.isdir(m) or m.endswith(".ckpt")]
-            if not matches:
-                raise UserError(f"runs: {entry} matches no run directory or checkpoint.")
-        paths += [checkpoint_of(Path(m), which).resolve() for m in matches]
-    paths = list(dict.fromkeys(paths))
-    if len(paths) < at_least:
-        raise UserError(f"runs={entries} gives {len(paths)} checkpoint(s); at least {at_least} are needed.")
-    return paths
 
 
 def member_name(index: int, ckpt_path: Path, run_dir: Path | None) -> str:

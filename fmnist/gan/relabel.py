@@ -27,8 +27,9 @@ from omegaconf import DictConfig, OmegaConf
 from fmnist.data.datamodule import FashionMNISTDataModule
 from fmnist.data.synthetic import load_synthetic, save_synthetic
 from fmnist.data.tta import check_tta
-from fmnist.ensemble.members import expand_runs, load_members, predict
+from fmnist.ensemble.members import load_members, predict
 from fmnist.utils.errors import UserError, config_int
+from fmnist.utils.io import expand_runs
 from fmnist.utils.task import hydra_task, task_run
 
 log = logging.getLogger("fmnist")
