@@ -236,7 +236,10 @@ def test_sweep_syntax_parses_into_optuna_distributions():
             parse_search_space({"a": bad}, [])
 
 
-@pytest.mark.parametrize("name", ["cnn", "convnext"])
+SEARCH_SPACES = sorted(p.stem for p in (Path(CONF_DIR) / "hparams_search").glob("*.yaml") if p.stem != "base")
+
+
+@pytest.mark.parametrize("name", SEARCH_SPACES)
 def test_shipped_search_spaces_compose_and_name_real_keys(name, tiny_data, tmp_path):
     params = OmegaConf.load(Path(CONF_DIR) / "hparams_search" / f"{name}.yaml").hydra.sweeper.params
     space = parse_search_space(params, [])
