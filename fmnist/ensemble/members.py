@@ -13,7 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from fmnist.data.datamodule import VAL_SPLIT_KEYS, to_unit_float
 from fmnist.data.tta import tta_logits
 from fmnist.models.classifier import Classifier
-from fmnist.models.loading import build
+from fmnist.predict.model import build
 from fmnist.utils.errors import CheckpointError, UserError
 from fmnist.utils.io import read_classifier_checkpoint, run_dir_of
 from fmnist.utils.run_info import describe_run

@@ -22,12 +22,12 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from hydra.errors import InstantiationException
 
 from fmnist.data.datamodule import SPLIT_KEYS, to_unit_float
 from fmnist.models.classifier import Classifier, plain
-from fmnist.models.loading import load_checkpoint_model
 from fmnist.utils.errors import CheckpointError, UserError
-from fmnist.utils.io import expand_runs
+from fmnist.utils.io import expand_runs, read_classifier_checkpoint
 
 log = logging.getLogger("fmnist")
 
@@ -64,14 +64,19 @@ class Teacher:
 
 def load_teacher(path: Path) -> Teacher:
     """A teacher from its checkpoint (weights_only loading; only fmnist/torch.optim/timm targets instantiated)."""
-    model, checkpoint = load_checkpoint_model(path)
+    checkpoint = read_classifier_checkpoint(path)  # weights_only; names only fmnist/torch.optim/timm targets
+    try:
+        model = Classifier(**checkpoint["hyper_parameters"])
+        model.load_state_dict(checkpoint["state_dict"], strict=True)
+    except (TypeError, ValueError, RuntimeError, KeyError, InstantiationException) as e:
+        raise CheckpointError(f"Teacher {path} does not rebuild a Classifier ({str(e).splitlines()[0]}).") from e
     trained_with = checkpoint.get("datamodule_hyper_parameters")
     if not trained_with or any(k not in trained_with for k in SPLIT_KEYS):
         raise CheckpointError(
             f"Teacher {path} does not record the data split it was trained with (datamodule_hyper_parameters), so "
             "its validation images cannot be known. Use checkpoints written by `python train.py`."
         )
-    model.requires_grad_(False)
+    model.eval().requires_grad_(False)
     return Teacher(path, {k: trained_with.get(k) for k in SHARED_DATA_KEYS}, model)
 
 

@@ -10,16 +10,32 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.errors import InstantiationException
 
 from fmnist.models.classifier import Classifier
-from fmnist.models.loading import build, load_checkpoint_model
 from fmnist.utils.errors import CheckpointError
-from fmnist.utils.io import atomic_path
+from fmnist.utils.io import atomic_path, check_targets, read_classifier_checkpoint
 
 HPARAMS_KEY = "fmnist.hparams"
 SPLIT_KEY = "fmnist.split"  # JSON of the data settings the model was trained with (SPLIT_KEYS), when known
 FORMAT_KEY = "fmnist.format"
 FORMAT = "fmnist-classifier-v1"
+
+
+def build(hparams: dict[str, Any], state_dict: dict[str, torch.Tensor], path: Path) -> Classifier:
+    """A Classifier in eval mode from its hyperparameters and weights; CheckpointError naming `path` otherwise."""
+    if "backbone" not in hparams:
+        raise CheckpointError(f"{path} is not a Classifier model (its hyperparameters name no backbone).")
+    check_targets(hparams, path)
+    try:
+        model = Classifier(**hparams)
+        model.load_state_dict(state_dict, strict=True)
+    except (TypeError, ValueError, RuntimeError, KeyError, InstantiationException) as e:
+        raise CheckpointError(f"{path} does not rebuild a Classifier ({str(e).splitlines()[0]}).") from e
+    return model.eval()
 
 
 def load_safetensors(path: str | Path) -> Classifier:
@@ -66,4 +82,5 @@ def load_classifier(path: str | Path) -> Classifier:
     path = Path(path)
     if path.suffix == ".safetensors":
         return load_safetensors(path)
-    return load_checkpoint_model(path)[0]
+    checkpoint = read_classifier_checkpoint(path)
+    return build(dict(checkpoint["hyper_parameters"]), checkpoint["state_dict"], path)
