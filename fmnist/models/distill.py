@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from hydra.errors import InstantiationException
 
-from fmnist.data.datamodule import SPLIT_KEYS, to_unit_float
+from fmnist.data.datamodule import SPLIT_KEYS
 from fmnist.models.classifier import Classifier, plain
 from fmnist.utils.errors import CheckpointError, UserError
 from fmnist.utils.io import expand_runs, read_classifier_checkpoint
@@ -161,7 +161,7 @@ class Distiller(Classifier):
         correct = torch.zeros(len(self.teachers) + 1)
         with self.trainer.precision_plugin.forward_context():
             for start in range(0, len(val_set), batch):
-                images = to_unit_float(val_set.images[start : start + batch].to(self.device))
+                images = val_set.images[start : start + batch].to(self.device)  # uint8: each model converts it
                 labels = val_set.labels[start : start + batch].to(self.device)
                 probs = [F.softmax(t.model(images).float() / self.temperature, dim=1) for t in self.teachers]
                 for i, p in enumerate([*probs, torch.stack(probs).mean(0)]):
