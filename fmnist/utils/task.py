@@ -24,6 +24,7 @@ from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf
 
 from fmnist import CONF_DIR
+from fmnist.utils.config_check import checked, report_composition_errors
 from fmnist.utils.loggers import CSVLogger, finish_wandb
 from fmnist.utils.runtime import instantiate_group, report_user_errors, setup_runtime, write_json
 
@@ -61,14 +62,14 @@ def task_run(cfg: DictConfig, csv: bool = True) -> Iterator[TaskRun]:
 
 def hydra_task(config_name: str) -> Callable[[Callable[[DictConfig], Any]], Callable[[], Any]]:
     """Turn `task(cfg)` into its command-line entry point on conf/<config_name>.yaml: a UserError (a wrong config
-    value, a bad file) ends with one message naming the problem and the fix, and exit code 2."""
+    value, a bad file, an unknown key) ends with one message naming the problem and the fix, and exit code 2."""
 
     def decorate(task: Callable[[DictConfig], Any]) -> Callable[[], Any]:
         @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name=config_name)
         @functools.wraps(task)
         def main(cfg: DictConfig) -> Any:
-            return report_user_errors(task, cfg)
+            return report_user_errors(checked(task), cfg)
 
-        return main
+        return report_composition_errors(main)
 
     return decorate

@@ -1,0 +1,300 @@
+"""Wrong config values end in one message naming the key, the value given and what is expected, and exit code 2,
+before anything expensive runs. Generic: every node with a `_target_` is checked against its target's signature and
+type hints; what only the target can judge (`trainer.max_epochs=-3`, a dropout of 1.5) is named by its node when
+instantiating it fails; Hydra's composition errors (an unknown key or option) get the closest valid name."""
+
+from __future__ import annotations
+
+import collections.abc as abc
+import difflib
+import functools
+import inspect
+import os
+import re
+import sys
+import types
+import typing
+from collections.abc import Callable, Iterator
+from enum import Enum
+from typing import Any, Literal, Union
+
+from hydra.errors import CompactHydraException, InstantiationException, MissingConfigException, OverrideParseException
+from hydra.utils import get_object
+from lightning.fabric.utilities.exceptions import MisconfigurationException
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from fmnist.utils.errors import UserError
+from fmnist.utils.runtime import exit_for_user_error, find_user_error
+
+# top-level keys of the entry configs (conf/*.yaml) that are read directly, not through a `_target_`
+TOP_LEVEL = {"seed": int | None, "threads": int | None, "test": bool, "top_k": int, "batch_size": int,
+             "n_per_class": int, "grid_per_class": int, "save_inputs": bool, "temperature_scaling": bool,
+             "calibrate_members": bool}  # fmt: skip
+AT_LEAST_ONE = ("threads", "top_k", "batch_size", "n_per_class")
+CONFIG_CAUSED = (TypeError, ValueError, MisconfigurationException)  # what a target raises for a value it refuses
+SCALARS = {bool: bool, int: int, float: int | float, str: str | int}  # what the config may give for each hint
+WORDS = {int: "a whole number", float: "a number", bool: "true or false", str: "a string", type(None): "null",
+         dict: "a mapping", abc.Mapping: "a mapping", list: "a list", tuple: "a list", abc.Sequence: "a list",
+         abc.Iterable: "a list"}  # fmt: skip
+FULL_ERROR = "HYDRA_FULL_ERROR"  # Hydra's switch: "1" re-raises errors instead of printing them and exiting 1
+
+
+class ConfigError(UserError):
+    """A config value or key that cannot work."""
+
+
+# --- what a type hint accepts --------------------------------------------------------------------------------
+def describe(hint: Any) -> str:
+    """A type hint in words: `int | None` -> 'a whole number or null'."""
+    if typing.get_origin(hint) in (Union, types.UnionType):
+        words = [describe(a) for a in typing.get_args(hint)]
+        return " or ".join(dict.fromkeys([w for w in words if w[0].islower()] or words))  # not 'a number or Tensor'
+    return WORDS.get(typing.get_origin(hint) or hint, getattr(hint, "__name__", str(hint)))
+
+
+def accepts(hint: Any, value: Any) -> bool:
+    """Whether `value` (from the config) can be passed where `hint` is expected. Lenient where a config cannot be
+    judged (nested `_target_` nodes, classes built from mappings, Literal values the code resolves first)."""
+    if isinstance(value, DictConfig) and "_target_" in value:
+        return True  # instantiated into an object before the call
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (Union, types.UnionType):
+        return any(accepts(a, value) for a in args)
+    if hint is Any or isinstance(hint, typing.TypeVar) or origin is Literal or (origin or hint) is abc.Callable:
+        return True  # Literal: e.g. precision=auto is resolved before the Trainer sees it, which then checks it
+    if hint is type(None) or value is None:
+        return hint is type(None) and value is None
+    if hint in SCALARS:  # true is no number; an int is a float; `name=2024` is a string
+        return isinstance(value, SCALARS[hint]) and (hint is bool or not isinstance(value, bool))
+    container = origin or hint
+    if not isinstance(container, type):
+        return True  # a typing construct this check does not know: the target judges
+    if issubclass(container, abc.Mapping):
+        return isinstance(value, DictConfig | dict)
+    if issubclass(container, abc.Iterable) and not issubclass(container, str):
+        if not isinstance(value, ListConfig | list | tuple):
+            return isinstance(value, DictConfig) and container is abc.Iterable
+        element = Union[tuple(a for a in args if a is not Ellipsis)] if args else Any  # noqa: UP007
+        return all(accepts(element, v) for v in value)
+    if isinstance(value, (container, DictConfig, ListConfig)):
+        return True
+    return isinstance(value, str) and issubclass(container, os.PathLike | Enum)  # a path or an enum member's name
+
+
+# --- the checks ------------------------------------------------------------------------------------------------
+def closest(name: str, candidates: abc.Iterable[str]) -> str | None:
+    return next(iter(difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.6)), None)
+
+
+def _value(node: DictConfig | ListConfig, key: Any) -> tuple[bool, Any]:
+    """(True, the resolved value), or (False, None) when it is missing or does not resolve (reported elsewhere)."""
+    try:
+        return True, node[key]
+    except Exception:  # a failing interpolation is the resolver's to report
+        return False, None
+
+
+def target_nodes(node: Any, path: str = "") -> Iterator[tuple[str, DictConfig]]:
+    """Every node with a `_target_`, nested ones included, with its key path (Hydra's own `hydra:` node skipped)."""
+    if isinstance(node, DictConfig):
+        if "_target_" in node:
+            yield path, node
+        keys = [k for k in node if not (path == "" and k == "hydra")]
+    elif isinstance(node, ListConfig):
+        keys = range(len(node))
+    else:
+        return
+    for key in keys:
+        ok, value = _value(node, key)
+        if ok:
+            yield from target_nodes(value, f"{path}.{key}" if path else str(key))
+
+
+def signature_of(target: str) -> tuple[inspect.Signature, dict[str, Any]] | None:
+    """The target's call signature and type hints; None when it cannot be imported or inspected."""
+    try:
+        obj = get_object(target)
+        signature = inspect.signature(obj)
+    except Exception:  # not importable: instantiating it reports that
+        return None
+    try:
+        hints = typing.get_type_hints(obj.__init__ if inspect.isclass(obj) else obj)
+    except Exception:  # unresolvable annotations: check the names only
+        hints = {}
+    return signature, hints
+
+
+def check_node(path: str, node: DictConfig) -> None:
+    ok, target = _value(node, "_target_")
+    inspected = signature_of(str(target)) if ok else None
+    if inspected is None:
+        return
+    signature, hints = inspected
+    params = {n: p for n, p in signature.parameters.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    takes_any = any(p.kind == p.VAR_KEYWORD for p in signature.parameters.values())
+    for key in map(str, node):
+        if key.startswith("_") and key.endswith("_"):
+            continue  # Hydra's own keys: _target_, _partial_, _recursive_, _convert_, _args_
+        ok, value = _value(node, key)
+        shown = f"{path}.{key}={value}"
+        if key not in params:
+            if takes_any:
+                continue
+            guess = closest(key, params)
+            hint = f"; did you mean {path}.{guess}?" if guess else f"; it takes: {', '.join(params)}"
+            raise ConfigError(f"{shown}: {target} has no parameter '{key}'{hint}")
+        hint = hints.get(key)
+        if not ok or hint is None or (value is None and params[key].default is None):
+            continue
+        if not accepts(hint, value):
+            raise ConfigError(f"{shown}: expected {describe(hint)} ({key} of {target}).")
+
+
+def check_config_values(cfg: DictConfig) -> None:
+    """Refuse a config whose values cannot work, with one message naming the key: required values left out,
+    top-level settings of the wrong type, and every `_target_` node against its target's signature."""
+    missing = [k for k in OmegaConf.missing_keys(cfg) if not k.startswith("hydra.")]
+    if missing:
+        raise ConfigError(f"{missing[0]} is required: add {missing[0]}=<value> to the command.")
+    for key, hint in TOP_LEVEL.items():
+        ok, value = _value(cfg, key) if key in cfg else (False, None)
+        if ok and not accepts(hint, value):
+            raise ConfigError(f"{key}={value}: expected {describe(hint)}.")
+        if ok and key in AT_LEAST_ONE and value is not None and value < 1:
+            raise ConfigError(f"{key}={value}: expected at least 1.")
+    for path, node in target_nodes(cfg):
+        check_node(path, node)
+
+
+# --- errors that only instantiating reveals ----------------------------------------------------------------
+def instantiation_error(error: InstantiationException, cfg: DictConfig) -> ConfigError | None:
+    """A config-caused TypeError/ValueError raised while Hydra instantiated a node, as one message naming the node
+    (and the key, when the target's message names one of the node's keys); None for anything else."""
+    chain: list[BaseException] = []
+    current: BaseException | None = error
+    while current is not None and current not in chain:
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    cause = chain[-1]
+    if not isinstance(cause, CONFIG_CAUSED) or find_user_error(error) is not None:
+        return None
+    path, node = "", None
+    for link in (e for e in chain if isinstance(e, InstantiationException)):
+        full_key, target = re.search(r"full_key: (\S+)", str(link)), re.search(r"target '([^']+)'", str(link))
+        # Hydra names the node it builds; a target that builds its own parts (the Classifier) names their target
+        inner = [p for p, n in target_nodes(node, path) if p != path and target and n.get("_target_") == target[1]]
+        path = full_key[1] if full_key else inner[0] if len(inner) == 1 else path
+        node = OmegaConf.select(cfg, path) if path else None
+    message = str(cause).strip() or type(cause).__name__
+    where = path or "the config"
+    keys = [str(k) for k in node if not str(k).startswith("_")] if isinstance(node, DictConfig) else []
+    named = [k for k in keys if re.search(rf"\b{re.escape(k)}\b", message)]  # the key the target's message names
+    if len(named) == 1:
+        where = f"{path}.{named[0]}={_value(node, named[0])[1]}"
+    return ConfigError(f"{where}: {message} (HYDRA_FULL_ERROR=1 shows the traceback)")
+
+
+def checked(task: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any]:
+    """`task` preceded by the config checks; a config-caused error while instantiating becomes a ConfigError."""
+
+    @functools.wraps(task)
+    def run(cfg: DictConfig) -> Any:
+        _release_full_error()
+        check_config_values(cfg)
+        try:
+            return task(cfg)
+        except InstantiationException as e:
+            error = None if os.environ.get(FULL_ERROR) == "1" else instantiation_error(e, cfg)
+            if error is None:
+                raise
+            raise error from e
+
+    return run
+
+
+# --- Hydra's composition errors ----------------------------------------------------------------------------
+_saved_full_error: list[str | None] = []  # the user's HYDRA_FULL_ERROR while Hydra composes the config
+
+
+def _release_full_error() -> None:
+    """The task has started: from here on, Hydra reports errors its usual way (the user's HYDRA_FULL_ERROR)."""
+    if _saved_full_error:
+        previous = _saved_full_error.pop()
+        if previous is None:
+            os.environ.pop(FULL_ERROR, None)
+        else:
+            os.environ[FULL_ERROR] = previous
+
+
+def _given(key: str, overrides: list[str]) -> tuple[str, str, str]:
+    """The override that reached `key` as typed ('trainr.max_epochs=3'), the rest of its key below `key`
+    ('.max_epochs') and its value ('3')."""
+    for arg in overrides:
+        typed_key, _, value = arg.partition("=")
+        typed_key = typed_key.lstrip("+~")
+        if typed_key == key or typed_key.startswith(key + "."):
+            return arg, typed_key[len(key) :], value
+    return key, "", ""
+
+
+def composition_error(error: Exception, overrides: list[str] | None = None) -> UserError | None:
+    """Hydra's refusal of an override (unknown key, unknown group option, bad syntax) as one line with the
+    closest valid name; None for errors that are not the user's. `overrides`: the command line's arguments."""
+    overrides = sys.argv[1:] if overrides is None else overrides
+    if not isinstance(error, CompactHydraException):
+        return find_user_error(error)  # e.g. raised by a resolver of Hydra's run directory
+    cause = error.__cause__
+    if isinstance(error, MissingConfigException) and error.missing_cfg_file and error.options:
+        group, _, option = error.missing_cfg_file.rpartition("/")
+        guess = closest(option, error.options)
+        hint = f"did you mean {group}={guess}? " if guess else ""
+        return ConfigError(f"{group}={option}: no such option; {hint}(options: {', '.join(error.options)})")
+    if isinstance(cause, OmegaConfBaseException) and cause.full_key and "Could not override" in str(error):
+        parent, key = cause.parent_node, str(cause.key)
+        prefix = cause.full_key[: -len(key)] if cause.full_key.endswith(key) else ""
+        candidates = [str(k) for k in parent] if isinstance(parent, DictConfig) else []
+        if isinstance(parent, DictConfig) and "_target_" in parent and signature_of(str(parent._target_)):
+            candidates += list(signature_of(str(parent._target_))[0].parameters)  # not in the config yet: add with +
+        typed, rest, value = _given(cause.full_key, overrides)
+        guess = closest(key, candidates)
+        if guess:
+            plus = "" if isinstance(parent, DictConfig) and guess in parent else "+"
+            hint = f"did you mean {plus}{prefix}{guess}{rest}={value}?"
+        else:
+            hint = f"to add a new key, use +{typed}"
+        return ConfigError(f"{typed}: no such key; {hint}")
+    message = " ".join(str(error).split())
+    if isinstance(error, OverrideParseException):
+        message = f"{error.override}: {message}"
+    if isinstance(error, MissingConfigException):
+        message = message.split(" Config search path:")[0]
+    if isinstance(cause, OmegaConfBaseException):
+        message += f": {cause.msg}"
+    return ConfigError(message)
+
+
+def report_composition_errors(main: Callable[[], Any]) -> Callable[[], Any]:
+    """Wrap a `hydra.main` entry point: an override Hydra refuses while composing the config ends with one line
+    (plus the closest valid name) and exit code 2, where Hydra prints several and exits 1. Hydra re-raises instead
+    of printing when HYDRA_FULL_ERROR=1, so it is set until the task starts (then the user's setting is back)."""
+
+    @functools.wraps(main)
+    def entry() -> Any:
+        if os.environ.get(FULL_ERROR) == "1":
+            return main()  # the user asked for Hydra's full tracebacks
+        _saved_full_error.append(os.environ.get(FULL_ERROR))
+        os.environ[FULL_ERROR] = "1"
+        try:
+            return main()
+        except Exception as e:
+            composing = bool(_saved_full_error)
+            _release_full_error()
+            error = composition_error(e) if composing else None
+            if error is None:
+                raise
+            exit_for_user_error(error)
+        finally:
+            _release_full_error()
+
+    return entry
