@@ -249,7 +249,8 @@ def composition_error(error: Exception, overrides: list[str] | None = None) -> U
         group, _, option = error.missing_cfg_file.rpartition("/")
         guess = closest(option, error.options)
         hint = f"did you mean {group}={guess}? " if guess else ""
-        return ConfigError(f"{group}={option}: no such option; {hint}(options: {', '.join(error.options)})")
+        found = f"Could not find '{error.missing_cfg_file}'"  # Hydra's words
+        return ConfigError(f"{group}={option}: {found}; {hint}(options: {', '.join(error.options)})")
     if isinstance(cause, OmegaConfBaseException) and cause.full_key and "Could not override" in str(error):
         parent, key = cause.parent_node, str(cause.key)
         prefix = cause.full_key[: -len(key)] if cause.full_key.endswith(key) else ""
@@ -275,9 +276,8 @@ def composition_error(error: Exception, overrides: list[str] | None = None) -> U
 
 
 def report_composition_errors(main: Callable[[], Any]) -> Callable[[], Any]:
-    """Wrap a `hydra.main` entry point: an override Hydra refuses while composing the config ends with one line
-    (plus the closest valid name) and exit code 2, where Hydra prints several and exits 1. Hydra re-raises instead
-    of printing when HYDRA_FULL_ERROR=1, so it is set until the task starts (then the user's setting is back)."""
+    """A `hydra.main` entry point whose refused overrides end in one line with the closest valid name and exit code
+    2 (Hydra prints several, exits 1). HYDRA_FULL_ERROR=1 makes Hydra re-raise: set until the task starts."""
 
     @functools.wraps(main)
     def entry() -> Any:
@@ -288,9 +288,7 @@ def report_composition_errors(main: Callable[[], Any]) -> Callable[[], Any]:
         try:
             return main()
         except Exception as e:
-            composing = bool(_saved_full_error)
-            _release_full_error()
-            error = composition_error(e) if composing else None
+            error = composition_error(e) if _saved_full_error else None  # not once the task runs: Hydra reported it
             if error is None:
                 raise
             exit_for_user_error(error)

@@ -1,0 +1,165 @@
+"""Wrong config values and misspelled keys end in one message naming the key, the value given and what is expected,
+with exit code 2 and no traceback (fmnist/utils/config_check.py) — through the real commands — while every shipped
+config (each option of each group, each experiment preset, each entry config) passes the same check."""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from hydra.errors import ConfigCompositionException, InstantiationException
+from hydra.utils import instantiate
+
+from fmnist.utils.config_check import (
+    ConfigError,
+    check_config_values,
+    checked,
+    composition_error,
+    instantiation_error,
+    report_composition_errors,
+)
+
+from conftest import CONF_DIR, compose_cfg, run_cli, tiny_data_overrides
+
+# (command, overrides, what the one message must say): the key with the value given, and what is expected
+CLI_CASES = {
+    "seed": ("train.py", ["seed=foo"], ["seed=foo", "expected a whole number or null"]),
+    "batch_size text": ("train.py", ["data.batch_size=abc"], ["data.batch_size=abc", "expected a whole number"]),
+    "batch_size float": ("train.py", ["data.batch_size=1.5"], ["data.batch_size=1.5", "expected a whole number"]),
+    "lr": ("train.py", ["model.optimizer.lr=abc"], ["model.optimizer.lr=abc", "expected a number"]),
+    "max_epochs": ("train.py", ["trainer.max_epochs=-3"], ["trainer.max_epochs=-3", "non-negative integer or -1"]),
+    "misspelled key": ("train.py", ["trainer.max_epoch=3"], ["trainer.max_epoch=3", "you mean trainer.max_epochs=3?"]),
+    "eval threads": ("eval.py", ["ckpt_path=none.ckpt", "threads=abc"], ["threads=abc", "expected a whole number"]),
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def cli_results(tiny_data, tmp_path_factory) -> dict:
+    """Every command of the table, run at once (each is a fresh Python process that stops before any data is read)."""
+    root = tmp_path_factory.mktemp("config-errors")
+
+    def run(case: str):
+        script, overrides, _ = CLI_CASES[case]
+        return run_cli(script, *tiny_data_overrides(tiny_data, root / case.replace(" ", "_")), *overrides)
+
+    with ThreadPoolExecutor(len(CLI_CASES)) as pool:
+        return dict(zip(CLI_CASES, pool.map(run, CLI_CASES), strict=True))
+
+
+@pytest.mark.parametrize("case", list(CLI_CASES))
+def test_a_wrong_value_ends_in_one_message_and_exit_code_2(cli_results, case):
+    result = cli_results[case]
+    output = result.stdout + result.stderr
+    assert result.returncode == 2, output[-3000:]
+    assert "Traceback" not in output and "HYDRA_FULL_ERROR=1 for a complete" not in output, output[-3000:]
+    errors = [line for line in output.splitlines() if "ConfigError" in line]
+    assert len(errors) == 1, output[-3000:]
+    for expected in CLI_CASES[case][2]:
+        assert expected in errors[0], errors[0]
+    assert "Epoch" not in output  # refused before training
+
+
+# --- the checker over every shipped config: no false alarms ----------------------------------------------------
+GROUPS = ("aug", "callbacks", "debug", "hparams_search", "logger", "model", "trainer")
+OPTIONS = {group: sorted(p.stem for p in (Path(CONF_DIR) / group).glob("*.yaml")) for group in GROUPS}
+# every option of every group at least once: the i-th option of each group together (the last where it has fewer)
+COMBINATIONS = [
+    [f"{g}={o[min(i, len(o) - 1)]}" for g, o in OPTIONS.items()] for i in range(max(map(len, OPTIONS.values())))
+]
+ENTRY_CONFIGS = {  # the required values filled in
+    "eval": ["ckpt_path=run.ckpt"], "predict": ["images=shots"], "export": ["ckpt_path=run.ckpt"], "gan": [],
+    "ensemble": ["runs=[a,b]"], "generate": ["ckpt_path=gan.ckpt"], "relabel": ["runs=[a]", "source=set.safetensors"],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "config_name, overrides",
+    [("train", [])]
+    + [("train", c) for c in COMBINATIONS]
+    + [("train", [f"experiment={e}"]) for e in sorted(p.stem for p in (Path(CONF_DIR) / "experiment").glob("*.yaml"))]
+    + list(ENTRY_CONFIGS.items()),
+)
+def test_every_shipped_config_passes_the_check(tmp_path, config_name, overrides):
+    check_config_values(compose_cfg(config_name, overrides, tmp_path))
+
+
+def test_every_group_option_is_covered():
+    for group, options in OPTIONS.items():
+        assert {c for combination in COMBINATIONS for c in combination} >= {f"{group}={o}" for o in options}
+
+
+# --- the checker over nested nodes, in-process ------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["model=cnn", "model.backbone.stages=abc"], "model.backbone.stages=abc: expected a list"),
+        (["model=cnn", "model.backbone.dropout=x"], "model.backbone.dropout=x: expected a number"),
+        (["callbacks.model_checkpoint.save_top_k=abc"], "callbacks.model_checkpoint.save_top_k=abc"),
+        (["+callbacks.lr_monitor.logging_interva=step"], "did you mean callbacks.lr_monitor.logging_interval?"),
+        (["logger=tensorboard", "logger.tensorboard.default_hp_metric=maybe"], "hp_metric=maybe: expected true or fa"),
+        (["aug=gan", "aug.default_gan.model.generator.latent_dim=1.5"], "generator.latent_dim=1.5"),
+        (["trainer.devices=1.5"], "trainer.devices=1.5"),
+        (["data.mirrors=http://x"], "data.mirrors=http://x: expected a list"),
+        (["threads=0"], "threads=0: expected at least 1"),
+        (["test=maybe"], "test=maybe: expected true or false"),
+    ],
+)
+def test_nested_and_top_level_values_are_checked(tmp_path, overrides, message):
+    with pytest.raises(ConfigError, match=message.replace("?", r"\?")):
+        check_config_values(compose_cfg("train", overrides, tmp_path))
+
+
+def test_values_a_target_accepts_pass(tmp_path):
+    """An int where a float is expected, null for an optional value, a time string, a path: all fine."""
+    overrides = ["seed=null", "data.train_fraction=1", "model.optimizer.lr=1", "trainer.max_time=00:00:05:00",
+                 "trainer.devices=[0]", "data.data_dir=/tmp/x", "threads=2"]  # fmt: skip
+    check_config_values(compose_cfg("train", overrides, tmp_path))
+
+
+def test_a_required_value_left_out_is_named(tmp_path):
+    with pytest.raises(ConfigError, match="ckpt_path is required"):
+        check_config_values(compose_cfg("eval", [], tmp_path))
+
+
+# --- what only instantiating reveals, and what Hydra refuses while composing -------------------------------------
+def test_an_error_raised_while_instantiating_names_the_key(tmp_path):
+    cfg = compose_cfg("train", ["model=cnn", "model.backbone.dropout=1.5"], tmp_path)
+    check_config_values(cfg)  # a float: only torch knows it must be a probability
+    with pytest.raises(InstantiationException) as raised:
+        instantiate(cfg.model)
+    error = instantiation_error(raised.value, cfg)
+    assert str(error).startswith("model.backbone.dropout=1.5: dropout probability has to be between 0 and 1")
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("trainr.max_epochs=3", "trainr.max_epochs=3: no such key; did you mean trainer.max_epochs=3?"),
+        (
+            "trainer.gradient_clip_vall=1",
+            "trainer.gradient_clip_vall=1: no such key; did you mean +trainer.gradient_clip_val=1?",
+        ),
+        ("modle=cnn", "modle=cnn: no such key; did you mean model=cnn?"),
+        ("trainer.zzz=1", "trainer.zzz=1: no such key; to add a new key, use +trainer.zzz=1"),
+        (
+            "model=resnt",
+            "model=resnt: Could not find 'model/resnt'; did you mean model=resnet? (options: cnn, convnext, resnet, ",
+        ),
+    ],
+)
+def test_an_unknown_key_names_the_closest_valid_one(tmp_path, override, message):
+    with pytest.raises(ConfigCompositionException) as raised:
+        compose_cfg("train", [override], tmp_path)
+    assert str(composition_error(raised.value, [override])).startswith(message)
+
+
+def test_the_task_runs_with_the_users_hydra_full_error(tmp_path, monkeypatch):
+    """Hydra's full errors are switched on only while it composes the config; the task sees the user's setting."""
+    monkeypatch.setenv("HYDRA_FULL_ERROR", "0")
+    cfg = compose_cfg("train", [], tmp_path)
+    seen = []
+    entry = report_composition_errors(lambda: checked(lambda c: seen.append(os.environ.get("HYDRA_FULL_ERROR")))(cfg))
+    entry()
+    assert seen == ["0"] and os.environ["HYDRA_FULL_ERROR"] == "0"
