@@ -6,6 +6,7 @@ instantiating it fails; Hydra's composition errors (an unknown key or option) ge
 from __future__ import annotations
 
 import collections.abc as abc
+import contextlib
 import difflib
 import functools
 import inspect
@@ -89,10 +90,9 @@ def closest(name: str, candidates: abc.Iterable[str]) -> str | None:
 
 def _value(node: DictConfig | ListConfig, key: Any) -> tuple[bool, Any]:
     """(True, the resolved value), or (False, None) when it is missing or does not resolve (reported elsewhere)."""
-    try:
+    with contextlib.suppress(Exception):  # a failing interpolation is the resolver's to report
         return True, node[key]
-    except Exception:  # a failing interpolation is the resolver's to report
-        return False, None
+    return False, None
 
 
 def target_nodes(node: Any, path: str = "") -> Iterator[tuple[str, DictConfig]]:
@@ -111,18 +111,21 @@ def target_nodes(node: Any, path: str = "") -> Iterator[tuple[str, DictConfig]]:
             yield from target_nodes(value, f"{path}.{key}" if path else str(key))
 
 
-def signature_of(target: str) -> tuple[inspect.Signature, dict[str, Any]] | None:
-    """The target's call signature and type hints; None when it cannot be imported or inspected."""
+def signature_of(target: str) -> tuple[inspect.Signature, dict[str, Any], dict[str, Any]] | None:
+    """The target's call signature, type hints and defaults; None when it cannot be imported or inspected. A class's
+    base classes' too: **kwargs passed on to them (the Distiller's to the Classifier) are checked like its own."""
     try:
         obj = get_object(target)
         signature = inspect.signature(obj)
     except Exception:  # not importable: instantiating it reports that
         return None
-    try:
-        hints = typing.get_type_hints(obj.__init__ if inspect.isclass(obj) else obj)
-    except Exception:  # unresolvable annotations: check the names only
-        hints = {}
-    return signature, hints
+    hints, defaults = {}, {}
+    classes = reversed(obj.__mro__) if inspect.isclass(obj) else ()
+    for function in [c.__init__ for c in classes if "__init__" in vars(c)] or [obj]:
+        with contextlib.suppress(Exception):  # unresolvable annotations: check the names only
+            defaults.update({n: p.default for n, p in inspect.signature(function).parameters.items()})
+            hints.update(typing.get_type_hints(function))
+    return signature, hints, defaults
 
 
 def check_node(path: str, node: DictConfig) -> None:
@@ -130,7 +133,7 @@ def check_node(path: str, node: DictConfig) -> None:
     inspected = signature_of(str(target)) if ok else None
     if inspected is None:
         return
-    signature, hints = inspected
+    signature, hints, defaults = inspected
     params = {n: p for n, p in signature.parameters.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
     takes_any = any(p.kind == p.VAR_KEYWORD for p in signature.parameters.values())
     for key in map(str, node):
@@ -138,14 +141,12 @@ def check_node(path: str, node: DictConfig) -> None:
             continue  # Hydra's own keys: _target_, _partial_, _recursive_, _convert_, _args_
         ok, value = _value(node, key)
         shown = f"{path}.{key}={value}"
-        if key not in params:
-            if takes_any:
-                continue
+        if key not in params and not takes_any:
             guess = closest(key, params)
             hint = f"; did you mean {path}.{guess}?" if guess else f"; it takes: {', '.join(params)}"
             raise ConfigError(f"{shown}: {target} has no parameter '{key}'{hint}")
         hint = hints.get(key)
-        if not ok or hint is None or (value is None and params[key].default is None):
+        if not ok or hint is None or (value is None and defaults.get(key, inspect.Parameter.empty) is None):
             continue
         if not accepts(hint, value):
             raise ConfigError(f"{shown}: expected {describe(hint)} ({key} of {target}).")
