@@ -155,7 +155,7 @@ def check_node(path: str, node: DictConfig) -> None:
 def check_config_values(cfg: DictConfig) -> None:
     """Refuse a config whose values cannot work, with one message naming the key: required values left out,
     top-level settings of the wrong type, and every `_target_` node against its target's signature."""
-    missing = [k for k in OmegaConf.missing_keys(cfg) if not k.startswith("hydra.")]
+    missing = sorted(k for k in OmegaConf.missing_keys(cfg) if not k.startswith("hydra."))
     if missing:
         raise ConfigError(f"{missing[0]} is required: add {missing[0]}=<value> to the command.")
     for key, hint in TOP_LEVEL.items():
