@@ -1,13 +1,20 @@
-"""The CSV logger behind metrics.csv (learning curves, resumed runs) survives interruptions."""
+"""The CSV logger behind metrics.csv (learning curves, resumed runs) survives interruptions; a W&B run's config is
+the composed Hydra config, and the command says once how to upload an offline run."""
 
 from __future__ import annotations
 
 import csv
+import json
+import struct
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from fmnist.utils.loggers import CSVLogger
+
+from conftest import only_run_dir, run_cli, tiny_overrides
 
 
 def read_rows(path: Path) -> tuple[list[str], list[dict[str, str]]]:
@@ -63,3 +70,54 @@ def test_rows_wider_than_the_header_are_dropped_on_resume(tmp_path: Path) -> Non
     header, rows = read_rows(tmp_path / "metrics.csv")
     assert header == ["step", "train/loss", "val/acc"]
     assert [r["step"] for r in rows] == ["0", "2", "3"]
+
+
+def wandb_records(path: Path) -> Iterator:
+    """The records of an offline W&B run file (`run-<id>.wandb`, what `wandb sync` uploads): a 7-byte header, then
+    LevelDB-log chunks (crc32c, little-endian length, type: 1 full, 2 first, 3 middle, 4 last) in 32 KiB blocks, each
+    record a protobuf `Record`. wandb 0.31 writes no files/config.yaml offline, and has no reader of its own."""
+    from wandb.proto.wandb_internal_pb2 import Record
+
+    data, block = path.read_bytes(), 32 * 1024
+    assert data[:4] == b":W&B", data[:7]
+    pos, payload = 7, b""
+    while pos + 7 <= len(data):
+        if block - pos % block < 7:  # a block's tail too short for a chunk header is padding
+            pos += block - pos % block
+            continue
+        length, kind = struct.unpack("<HB", data[pos + 4 : pos + 7])
+        payload += data[pos + 7 : pos + 7 + length]
+        pos += 7 + length
+        if kind in (1, 4):
+            record = Record()
+            record.ParseFromString(payload)
+            payload = b""
+            yield record
+
+
+def wandb_config(offline_run: Path) -> dict:
+    """The config an offline W&B run recorded (the run's initial config, then every update, in order)."""
+    (run_file,) = offline_run.glob("run-*.wandb")
+    config: dict = {}
+    for record in wandb_records(run_file):
+        kind = record.WhichOneof("record_type")
+        items = record.run.config.update if kind == "run" else record.config.update if kind == "config" else []
+        config.update({item.key: json.loads(item.value_json) for item in items})
+    return config
+
+
+def test_wandb_config_is_the_hydra_config_and_the_sync_hint_is_printed_once(tiny_data, tmp_path):
+    offline = {"WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path), "NETRC": str(tmp_path / "no-netrc")}
+    overrides = [*tiny_overrides(tiny_data, tmp_path), "logger=wandb", "trainer.max_epochs=1"]
+    result = run_cli("train.py", *overrides, env=offline)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    run_dir = only_run_dir(tmp_path)
+    (offline_run,) = (run_dir / "wandb").glob("offline-run-*")
+    assert output.count("wandb sync ") == 1 and f"wandb sync {offline_run}" in output, output[-3000:]
+
+    composed = yaml.safe_load((run_dir / ".hydra" / "config.yaml").read_text())
+    config = {k: v for k, v in wandb_config(offline_run).items() if k != "_wandb"}  # _wandb: W&B's own record
+    assert set(config) == set(composed), f"not in the Hydra config: {sorted(set(config) - set(composed))}"
+    assert {"data", "model", "trainer", "aug"} <= set(config) and "batch_size" not in config
+    assert config["data"]["batch_size"] == composed["data"]["batch_size"] == 50

@@ -1,4 +1,5 @@
-"""Loggers: W&B online when the user is logged in, offline otherwise; every job ends its W&B run."""
+"""Loggers: W&B online when the user is logged in, offline otherwise, its config the composed Hydra config; every
+job ends its W&B run."""
 
 from __future__ import annotations
 
@@ -8,9 +9,11 @@ import logging
 import netrc
 import os
 from pathlib import Path
+from typing import Any
 
 from lightning.pytorch.loggers import CSVLogger as LightningCSVLogger
-from lightning.pytorch.loggers import Logger, WandbLogger
+from lightning.pytorch.loggers import Logger
+from lightning.pytorch.loggers import WandbLogger as LightningWandbLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.loggers.logger import rank_zero_experiment
 
@@ -85,6 +88,25 @@ def wandb_logged_in() -> bool:
         return False
 
 
+class WandbLogger(LightningWandbLogger):
+    """Lightning's WandbLogger with one config per run: the first `log_hyperparams` sets it. The task frame calls it
+    first, with the whole composed Hydra config (data, model, trainer, ... nested once); the calls the Trainer then
+    makes by itself at the start of fit and test send the LightningModule's and DataModule's `save_hyperparameters`
+    (their init arguments: a flat copy of `model:` and `data:`), which W&B would add beside the tree as some
+    25 duplicate top-level keys (`batch_size` next to `data.batch_size`). Those are left out."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._config_logged = False
+
+    def log_hyperparams(self, params: dict[str, Any] | Any) -> None:
+        if self._config_logged:
+            log.debug("W&B config already set for this run; later hyperparameters not added")
+            return
+        super().log_hyperparams(params)
+        self._config_logged = True
+
+
 def wandb_logger(mode: str = "auto", **kwargs) -> WandbLogger:
     """A WandbLogger whose mode is passed to `wandb.init` explicitly. `offline=True` would instead set WANDB_MODE
     for the whole process (and every later run in it). `auto` = online if logged in, else offline; an explicit
@@ -97,22 +119,18 @@ def wandb_logger(mode: str = "auto", **kwargs) -> WandbLogger:
 
 def log_images(loggers: list[Logger], images: dict[str, Path]) -> None:
     for logger in loggers:
-        if isinstance(logger, WandbLogger):
+        if isinstance(logger, LightningWandbLogger):
             for key, path in images.items():
                 logger.log_image(key=key, images=[str(path)])
 
 
 def finish_wandb(loggers: list[Logger]) -> None:
-    """End the W&B run of this job (so the next job of a multirun starts its own) and say how to upload it."""
+    """End the W&B run of this job, so the next job of a multirun starts its own. W&B itself then prints how to
+    upload an offline run (`wandb sync <dir>`), once."""
     for logger in loggers:
-        if not isinstance(logger, WandbLogger) or logger._experiment is None:
+        if not isinstance(logger, LightningWandbLogger) or logger._experiment is None:
             continue
         import wandb
 
-        run = logger.experiment
-        offline = run.settings.mode in ("offline", "dryrun") if hasattr(run, "settings") else False
-        run_dir = Path(run.dir).parent
         wandb.finish()
         logger._experiment = None
-        if offline:
-            log.info(f"W&B run saved offline in {run_dir}; upload it with: wandb sync {run_dir}")
