@@ -1,14 +1,18 @@
-"""What a run directory was (task, model, aug, seed, overrides, from its .hydra/) and what it scored (metrics.json,
-written last). Read by the `fmnist-runs` listing and by the ensemble to name its members. Imports no torch: the
-listing stays fast."""
+"""What a run directory was (task, model, aug, seed, overrides, from its .hydra/), what it scored (metrics.json,
+written last) and where it stands (complete, running, interrupted, failed). Read by the `fmnist-runs` leaderboard
+and by the ensemble to name its members. Imports no torch: the listing stays fast."""
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+# tasks that leave no metrics.json when they succeed (they write their outputs and stop): without one they "ended"
+NO_RESULT_FILE_TASKS = ("predict", "export")
 
 
 def _yaml(path: Path) -> dict:
@@ -26,8 +30,39 @@ def read_metrics(run_dir: Path) -> dict[str, Any]:
         return {}
 
 
-def describe_run(run_dir: Path) -> dict[str, Any]:
-    """One leaderboard row: the run's settings (from .hydra/) and its final figures (from metrics.json)."""
+def files_held_open(root: Path) -> set[Path]:
+    """The files under `root` that a live process on this machine holds open (Linux /proc; empty elsewhere, and
+    only the processes this user may inspect). A job keeps its log (`<run>/<task>.log`, Hydra's file handler) open
+    from start to end, so this is the mark of a running job; a killed one leaves nothing open."""
+    root, held = Path(root).resolve(), set()
+    for fd_dir in Path("/proc").glob("[0-9]*/fd"):
+        try:
+            targets = [os.readlink(fd) for fd in fd_dir.iterdir()]
+        except OSError:  # another user's process, or one that ended while we looked
+            continue
+        held.update(Path(t) for t in targets if t.startswith(f"{root}{os.sep}"))
+    return held
+
+
+def run_status(run_dir: Path, task: str, held_open: set[Path]) -> str:
+    """complete: metrics.json (each task writes it last); running: a live process holds one of its files open;
+    interrupted: checkpoints but no metrics.json (resume it with ckpt_path=<run>/checkpoints/last.ckpt); failed:
+    none of these (a launch error, or killed before its first checkpoint); ended: a predict/export run, which
+    writes no metrics.json either way."""
+    run_dir = Path(run_dir)
+    if (run_dir / "metrics.json").is_file():
+        return "complete"
+    resolved = run_dir.resolve()
+    if any(path.is_relative_to(resolved) for path in held_open):
+        return "running"
+    if any((run_dir / "checkpoints").glob("*.ckpt")):
+        return "interrupted"
+    return "ended" if task in NO_RESULT_FILE_TASKS else "failed"
+
+
+def describe_run(run_dir: Path, held_open: set[Path] | None = None) -> dict[str, Any]:
+    """One leaderboard row: the run's settings (from .hydra/), its final figures (from metrics.json) and its status
+    (see `run_status`; `held_open` from `files_held_open`, looked up here when not given)."""
     run_dir = Path(run_dir)
     config = _yaml(run_dir / ".hydra" / "config.yaml")
     choices = _yaml(run_dir / ".hydra" / "hydra.yaml").get("hydra", {}).get("runtime", {}).get("choices", {})
@@ -42,11 +77,13 @@ def describe_run(run_dir: Path) -> dict[str, Any]:
 
         source = run_dir_of(metrics["ckpt_path"])
         if source is not None and source != run_dir:
-            trained = describe_run(source)
+            trained = describe_run(source, held_open=set())
             model, aug, seed, epochs = trained["model"], trained["aug"], trained["seed"], trained["epochs"]
     if metrics.get("ensemble_method"):
         model = f"ensemble[{metrics['ensemble_method']}] ×{len(metrics.get('members', []))}"
         seed = None  # nothing in an ensemble is random
+    if held_open is None:
+        held_open = files_held_open(run_dir)
     return {
         "task": task,
         "model": model,
@@ -56,7 +93,8 @@ def describe_run(run_dir: Path) -> dict[str, Any]:
         "val_acc": metrics.get("val/acc_best", metrics.get("val/acc")),
         "test_acc": metrics.get("test/acc"),
         "test_nll": metrics.get("test/nll"),
-        "status": "complete" if metrics else "incomplete",
+        "tta": metrics.get("tta"),  # how the test split was scored (train resolves `auto` when it tests)
+        "status": run_status(run_dir, task, held_open),
         "run_dir": str(run_dir),
         "overrides": " ".join(str(o) for o in overrides) if isinstance(overrides, list) else "",
     }
