@@ -1,15 +1,17 @@
-"""The leaderboard of the runs under outputs/: the complete training runs and ensembles, best validation accuracy
-first (choosing by test accuracy would tune on the test split), one line each at 80 columns.
+"""The leaderboard of the runs under outputs/, best validation accuracy first
+(choosing by test accuracy would tune on the test split), one line per run at
+80 columns.
 
-    python scripts/runs.py                 # complete train and ensemble runs: model, aug, epochs, val/test %, TTA
-    python scripts/runs.py --all           # every run of every task, with its status
-    python scripts/runs.py --wide          # every column: also seed, test NLL, run directory, overrides (long lines)
-    python scripts/runs.py --csv runs.csv  # the listed runs, every column, as CSV (nothing is written unasked)
+  python scripts/runs.py                 # complete train and ensemble runs
+  python scripts/runs.py --all           # every run of every task, its status
+  python scripts/runs.py --wide          # every column (long lines)
+  python scripts/runs.py --csv runs.csv  # also as CSV (never written unasked)
 
-A run is any directory with a `.hydra/config.yaml`. Its status: complete (metrics.json, written last), running (a
-live process on this machine holds one of its files open: its log), interrupted (checkpoints, no metrics.json:
-resumable), failed (neither: a launch error, or killed before its first checkpoint), ended (predict and export,
-which write no metrics.json).
+A run is a directory with a .hydra/config.yaml. Its status: complete
+(metrics.json, written last), running (a live process on this machine holds
+one of its files open, as a job does its log), interrupted (checkpoints, no
+metrics.json: resumable), failed (neither: a launch error, or killed before its
+first checkpoint), ended (predict and export, which write no metrics.json).
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ CSV_COLUMNS = (
 DEFAULT_VIEW = (("run", "run", 17), ("model", "model", 17), ("aug", "aug", 8), ("epochs", "ep", 3),
                 ("val_acc", "val %", 6), ("test_acc", "test %", 6), ("tta", "tta", 6))  # fmt: skip
 # --all: what state each run is in (epochs, scores and TTA come from metrics.json: complete runs only)
-ALL_VIEW = (("run", "run", 17), ("task", "task", 8), ("model", "model", 14), ("aug", "aug", 8),
+ALL_VIEW = (("run", "run", 17), ("task", "task", 8), ("model", "model", 12), ("aug", "aug", 8),
             ("status", "status", 11), ("val_acc", "val %", 6), ("test_acc", "test %", 6))  # fmt: skip
 # --wide: every column, whole
 WIDE_VIEW = tuple((key, key.replace("_", " ").replace(" acc", " %"), None) for key in CSV_COLUMNS)
@@ -142,6 +144,7 @@ def shown_path(path: Path) -> str:
 
 
 def main() -> None:
+    # the module docstring is the --help text: its lines stay within 80 columns too
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--root", type=Path, default=PROJECT_ROOT / "outputs", help="where to look for runs")
     parser.add_argument("--sort", choices=sorted(SORT_KEYS), default="val", help="val (default), test, or time")

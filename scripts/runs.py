@@ -1,4 +1,5 @@
-"""The leaderboard of the runs under outputs/: `python scripts/runs.py [--sort val|test|time] [--task train]`.
+"""The leaderboard of the runs under outputs/:
+`python scripts/runs.py [--all] [--wide] [--csv PATH] [--sort val|test|time] [--task NAME]`.
 See fmnist/runs.py (also installed as `fmnist-runs`)."""
 
 from fmnist.runs import main
