@@ -110,5 +110,5 @@ def test_safe_settings_apply_to_the_resumed_attempt(stopped):
 def test_a_complete_run_is_not_resumed(stopped):
     run = stopped["run"]  # resumed to the end by the fixture; composed in-process: this refusal needs no subprocess
     cfg = compose_cfg("train", [f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}"], run)
-    with pytest.raises(UserError, match="is complete .it wrote metrics.json.: there is nothing to resume"):
+    with pytest.raises(UserError, match=re.escape("is complete (it wrote metrics.json): there is nothing to resume")):
         resume_config(cfg)
