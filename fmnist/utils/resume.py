@@ -94,8 +94,9 @@ def group_leaves_changed(override: Override, typed: list[str], run_choice: str |
     if not GlobalHydra.instance().is_initialized():
         return None
     others = [line for line in typed if line != override.input_line]
+    as_run_choice = f"{override.key_or_group}={'null' if run_choice is None else run_choice}"
     try:
-        as_run = compose(HydraConfig.get().job.config_name, [*others, f"{override.key_or_group}={run_choice}"])
+        as_run = compose(HydraConfig.get().job.config_name, [*others, as_run_choice])
     except Exception:  # e.g. the run's option no longer exists
         return None
     asked, baseline = leaves(cfg), leaves(as_run)
