@@ -15,9 +15,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from fmnist.data.tta import check_tta
 from fmnist.utils.errors import UserError
+from fmnist.utils.interrupt import resume_hint_on_interrupt
 from fmnist.utils.io import read_classifier_checkpoint
 from fmnist.utils.loggers import log_images
 from fmnist.utils.plots import plot_confusion_matrix, plot_learning_curves
+from fmnist.utils.resume import resume_config, resumed_choices
 from fmnist.utils.runtime import instantiate_group, resolve_precision, scalar_metrics
 from fmnist.utils.task import TaskRun, hydra_task, task_run
 
@@ -58,7 +60,8 @@ def check_config(cfg: DictConfig) -> int:
             raise UserError(
                 f"{cfg.ckpt_path} was trained with another network ({', '.join(f'model.backbone.{k}' for k in differ)}"
                 f" differ: {[saved.get(k) for k in differ]} in the checkpoint, {[asked.get(k) for k in differ]} "
-                "asked). Resume with the run's own overrides (<run>/.hydra/overrides.yaml) plus ckpt_path=."
+                "asked). Pass the model settings it was trained with, or resume from its run directory "
+                "(ckpt_path=<run>/checkpoints/last.ckpt uses the run's own config)."
             )
         return int(checkpoint.get("global_step", 0))
     return 0
@@ -70,7 +73,8 @@ def group_choices() -> dict[str, str]:
 
     if not HydraConfig.initialized():
         return {}
-    return {k: str(v) for k, v in HydraConfig.get().runtime.choices.items() if not k.startswith("hydra")}
+    choices = resumed_choices() or HydraConfig.get().runtime.choices  # a resumed run's are its own
+    return {k: str(v) for k, v in choices.items() if not k.startswith("hydra")}
 
 
 def build(cfg: DictConfig, loggers: list[Logger]) -> tuple[pl.LightningDataModule, pl.LightningModule, pl.Trainer]:
@@ -100,17 +104,14 @@ def write_figures(run: TaskRun, model: pl.LightningModule, metrics: dict, title:
 
 
 def train(cfg: DictConfig) -> float | None:
+    cfg = resume_config(cfg)  # a run resumed in place trains with its own saved config
     resumed_step = check_config(cfg)
-    with task_run(cfg) as run:
+    with task_run(cfg) as run, resume_hint_on_interrupt(run.dir):  # Ctrl-C/SIGTERM: print the resume command
         datamodule, model, trainer = build(cfg, run.loggers)
         model.tta = resolve_tta(cfg)  # the final test only; validation never uses it
         start = time.perf_counter()
         trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
         fit_seconds = time.perf_counter() - start
-        if trainer.interrupted:
-            last = run.dir / "checkpoints" / "last.ckpt"
-            log.error(f"Interrupted. Resume with: python train.py <same overrides> ckpt_path={last}")
-            raise KeyboardInterrupt
         metrics = scalar_metrics(trainer.callback_metrics)
         optimized = metrics.get(cfg.get("optimized_metric") or "", None)
 
