@@ -2,7 +2,8 @@
 
 `BatchAugment` is what the `aug` config group builds: it runs on (B, 1, H, W) float images in [0, 1] with integer
 labels, after the batch reached the device (FashionMNISTDataModule.on_after_batch_transfer, training only), in this
-order: translate + flip (a gather of per-sample crops), a small random affine and random erasing, then batch mixing
+order: translate + flip (a gather of per-sample crops), a small random affine and random erasing, the corruption
+suite of fmnist.data.corruptions (aug=robust: one random corruption per chosen image), then batch mixing
 (torchvision's MixUp / CutMix), which turns labels into soft targets (B, num_classes) that sum to one. Randomness
 comes from torch's global generator, so seeded runs are reproducible. With aug=gan (fmnist.gan.source), synthetic
 images first replace a share of the batch, so every transform applies to them too.
@@ -21,6 +22,7 @@ import torch
 from torch import nn
 from torchvision.transforms import v2
 
+from fmnist.data.corruptions import check_names, random_corruptions
 from fmnist.utils.errors import UserError
 
 
@@ -95,6 +97,7 @@ def random_erasing(
 
 
 AFFINE_KEYS, ERASING_KEYS = {"degrees", "scale", "shear", "translate", "p"}, {"scale", "ratio", "value", "p"}
+CORRUPT_KEYS = {"p", "strength", "names", "groups"}
 
 
 class BatchAugment(nn.Module):
@@ -105,6 +108,7 @@ class BatchAugment(nn.Module):
         affine: dict | None = None,
         erasing: dict | None = None,
         mix: dict | None = None,
+        corrupt: dict | None = None,
         num_classes: int = 10,
         synthetic: nn.Module | None = None,
     ) -> None:
@@ -119,6 +123,11 @@ class BatchAugment(nn.Module):
                 raise UserError(f"aug.{name}: unknown keys {sorted(set(given) - known)}; known: {sorted(known)}.")
         self.affine, self.erasing = dict(affine or {}), dict(erasing or {})
         self.mix = self._make_mix(dict(mix)) if mix else None
+        if corrupt and set(corrupt) - CORRUPT_KEYS:
+            raise UserError(f"aug.corrupt: unknown keys {sorted(set(corrupt) - CORRUPT_KEYS)}; known: {sorted(CORRUPT_KEYS)}.")
+        if corrupt:
+            check_names(corrupt.get("names", "all"))  # a wrong name fails before training, not at the first batch
+        self.corrupt = dict(corrupt or {})
 
     def _make_mix(self, mix: dict) -> nn.Module:
         kind, p = mix.pop("kind", "mixup"), float(mix.pop("p", 1.0))
@@ -137,6 +146,8 @@ class BatchAugment(nn.Module):
             images = random_affine(images, **self.affine)
         if self.erasing:
             images = random_erasing(images, **self.erasing)
+        if self.corrupt:
+            images = random_corruptions(images, **self.corrupt)
         if self.mix is not None and torch.rand(()) < self.mix_p:
             images, labels = self.mix(images, labels)
         return images.clamp_(0, 1), labels

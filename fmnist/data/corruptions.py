@@ -190,3 +190,30 @@ def corrupt(images: torch.Tensor, name: str, seed: int, chunk: int = 2000) -> to
         strength = torch.full((len(part),), corruption.severity, device=images.device)
         out.append(corruption.apply(part.float(), strength, generator).clamp(0, 1))
     return torch.cat(out)
+
+
+def random_corruptions(
+    images: torch.Tensor, p: float = 0.5, strength: float = 1.0, names: str | Sequence[str] = "all", groups: int = 4
+) -> torch.Tensor:
+    """Training augmentation: each image, with probability p, gets one corruption at its own random strength,
+    uniform between no change and `strength` x the benchmark severity (on/off corruptions at full strength). Each
+    batch draws `groups` of the `names` and shares its corrupted images among them: every kernel runs once per batch
+    on a sub-batch, so the cost stays a few ops per step while every corruption is seen every few batches.
+    Randomness from torch's global generator, so seeded runs are reproducible."""
+    chosen_names = check_names(names)
+    n, dev = len(images), images.device
+    drawn = torch.randperm(len(chosen_names))[: max(1, groups)].tolist()
+    which = torch.randint(len(drawn), (n,), device=dev)
+    which[torch.rand(n, device=dev) >= p] = -1  # these stay clean
+    out = images.clone()
+    for i, name_index in enumerate(drawn):
+        index = (which == i).nonzero().squeeze(1)
+        if index.numel() == 0:
+            continue
+        c = CORRUPTIONS[chosen_names[name_index]]
+        if c.discrete:
+            amount = torch.ones(index.numel(), device=dev)
+        else:
+            amount = c.identity + torch.rand(index.numel(), device=dev) * strength * (c.severity - c.identity)
+        out[index] = c.apply(images[index], amount, None).clamp(0, 1)
+    return out

@@ -43,6 +43,19 @@ def metric_suffix(class_name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", class_name.lower()).strip("_")
 
 
+INPUT_NORMS = ("dataset", "per_image")
+
+
+def normalise(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, kind: str = "dataset") -> torch.Tensor:
+    """The backbone's input: `dataset` standardises with the training pixels' mean/std; `per_image` first stretches
+    each image to zero mean and unit std of its own, so a uniformly lighter, darker or flatter photo looks the same."""
+    if kind == "per_image":
+        flat = images.flatten(1)
+        shape = (-1,) + (1,) * (images.dim() - 1)
+        return (images - flat.mean(1).view(shape)) / (flat.std(1).view(shape) + 1e-2)
+    return (images - mean) / std
+
+
 class Classifier(pl.LightningModule):
     def __init__(
         self,
@@ -56,6 +69,7 @@ class Classifier(pl.LightningModule):
         mean: Sequence[float] = tuple(FMNIST_STATS["mean"]),
         std: Sequence[float] = tuple(FMNIST_STATS["std"]),
         channels_last: bool = False,
+        input_norm: str = "dataset",
         class_names: Sequence[str] = CLASSES,
         # fine-tuning (timm backbones, models/components/timm_backbone.py); defaults: one learning rate for all
         backbone_lr_scale: float = 1.0,
@@ -79,12 +93,15 @@ class Classifier(pl.LightningModule):
                 "mean": list(plain(mean)),
                 "std": list(plain(std)),
                 "channels_last": bool(channels_last),
+                "input_norm": str(input_norm),
                 "class_names": list(plain(class_names)),
                 "backbone_lr_scale": float(backbone_lr_scale),
                 "layer_decay": layer_decay,
                 "finetuning": plain(finetuning),
             }
         )
+        if input_norm not in INPUT_NORMS:
+            raise ValueError(f"model.input_norm={input_norm!r}: choose one of {', '.join(INPUT_NORMS)}")
         if len(self.hparams.mean) not in (1, in_chans) or len(self.hparams.std) != len(self.hparams.mean):
             raise ValueError(f"model.mean/std need 1 or in_chans={in_chans} values each")
         initial = {"pretrained": True} if pretrained else {}
@@ -121,7 +138,7 @@ class Classifier(pl.LightningModule):
             images = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False, antialias=False)
         if images.shape[1] != self.hparams.in_chans:
             images = images.expand(-1, self.hparams.in_chans, -1, -1)
-        images = (images - self.input_mean) / self.input_std
+        images = normalise(images, self.input_mean, self.input_std, self.hparams.get("input_norm", "dataset"))
         if self.hparams.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         return images

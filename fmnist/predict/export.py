@@ -22,7 +22,7 @@ from omegaconf import DictConfig
 from torch import nn
 
 from fmnist.data.datamodule import SPLIT_KEYS
-from fmnist.models.classifier import Classifier
+from fmnist.models.classifier import Classifier, normalise
 from fmnist.predict.model import SPLIT_KEY, load_classifier, load_safetensors, save_safetensors
 from fmnist.predict.preprocess import BACKGROUND_TOLERANCE
 from fmnist.utils.errors import UserError
@@ -45,6 +45,7 @@ class Logits(nn.Module):
         self.register_buffer("mean", model.input_mean.clone())
         self.register_buffer("std", model.input_std.clone())
         self.image_size, self.in_chans = int(model.hparams.image_size), int(model.hparams.in_chans)
+        self.input_norm = model.hparams.get("input_norm", "dataset")
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if self.image_size != 28:
@@ -52,7 +53,7 @@ class Logits(nn.Module):
             images = F.interpolate(images, size=size, mode="bilinear", align_corners=False, antialias=False)
         if self.in_chans != 1:
             images = images.expand(-1, self.in_chans, -1, -1)
-        return self.backbone((images - self.mean) / self.std)
+        return self.backbone(normalise(images, self.mean, self.std, self.input_norm))
 
 
 def plain_model(path: str | Path) -> Classifier:
