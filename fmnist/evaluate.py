@@ -16,6 +16,7 @@ from omegaconf import DictConfig
 from fmnist.data.datamodule import SPLIT_KEYS
 from fmnist.data.tta import check_tta
 from fmnist.predict.model import build, load_safetensors
+from fmnist.robustness import check_corruptions, evaluate_corruptions
 from fmnist.utils.errors import UserError
 from fmnist.utils.io import read_classifier_checkpoint, run_dir_of
 from fmnist.utils.loggers import log_images
@@ -31,6 +32,8 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     if not splits or set(splits) - {"val", "test"}:
         raise UserError(f"splits={splits}: choose from val and test, e.g. splits=[val,test].")
     check_tta(cfg.tta)
+    if cfg.get("corruptions"):  # a wrong name fails before anything loads
+        check_corruptions(cfg.corruptions)
     if Path(cfg.ckpt_path).suffix == ".safetensors":  # an exported model (python export.py, the shipped one)
         model = load_safetensors(cfg.ckpt_path)
         trained_with = model.trained_split
@@ -57,6 +60,8 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
                 model.confusion, model.hparams.class_names, run.dir / name,
                 f"{Path(cfg.ckpt_path).name} — {split} accuracy {metrics[f'{split}/acc']:.4f}",
             )  # fmt: skip
+        if cfg.get("corruptions"):  # the corruption suite (fmnist.robustness, docs/robustness.md)
+            figures |= evaluate_corruptions(cfg, model, datamodule, run.dir, run.loggers, metrics)
         trained_in = run_dir_of(cfg.ckpt_path)
         if trained_in is not None and (trained_in / "metrics.csv").is_file():
             curves = plot_learning_curves(trained_in / "metrics.csv", run.dir / "learning_curves.png")

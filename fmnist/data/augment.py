@@ -124,7 +124,8 @@ class BatchAugment(nn.Module):
         self.affine, self.erasing = dict(affine or {}), dict(erasing or {})
         self.mix = self._make_mix(dict(mix)) if mix else None
         if corrupt and set(corrupt) - CORRUPT_KEYS:
-            raise UserError(f"aug.corrupt: unknown keys {sorted(set(corrupt) - CORRUPT_KEYS)}; known: {sorted(CORRUPT_KEYS)}.")
+            unknown = sorted(set(corrupt) - CORRUPT_KEYS)
+            raise UserError(f"aug.corrupt: unknown keys {unknown}; known: {sorted(CORRUPT_KEYS)}.")
         if corrupt:
             check_names(corrupt.get("names", "all"))  # a wrong name fails before training, not at the first batch
         self.corrupt = dict(corrupt or {})
