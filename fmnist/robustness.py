@@ -99,7 +99,7 @@ def plot_examples(
         severity = "" if name == "clean" else f" {CORRUPTIONS[name].severity:.3g}"
         axes[r, 0].set_ylabel(name + severity, rotation=0, ha="right", va="center", fontsize=8)
     fig.subplots_adjust(left=0.22, right=0.99, top=0.99, bottom=0.01, wspace=0.05, hspace=0.05)
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=80)
     plt.close(fig)
     return path
 
