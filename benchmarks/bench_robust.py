@@ -2,7 +2,7 @@
 the step-time cost of training with them.
 
     python benchmarks/bench_robust.py score --name shipped resnet=models/fmnist_resnet.safetensors cnn=models/...
-        [--splits test] [--tta none]     # eval.py corruptions=all per model; a table, mean ± sd when several
+        [--splits test|val|val,test] [--tta none]  # eval.py corruptions=all per model; mean ± sd when several
     python benchmarks/bench_robust.py generate                    # seconds to generate every set (test, val)
     python benchmarks/bench_robust.py steps [--steps 30]          # training step time: aug=flip vs aug=robust
 
@@ -116,7 +116,7 @@ def main() -> None:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("score", help="eval.py corruptions=all for each label=checkpoint")
     p.add_argument("--name", required=True, help="outputs/bench/robust/<name>")
-    p.add_argument("--splits", nargs="+", default=["test"])
+    p.add_argument("--splits", type=lambda text: text.split(","), default=["test"], help="test | val | val,test")
     p.add_argument("--tta", default="none")
     p.add_argument("--overrides", nargs="*", default=[], help="more eval.py overrides")
     p.add_argument("models", nargs="+", help="label=path of a .ckpt or .safetensors")
