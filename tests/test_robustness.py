@@ -106,3 +106,23 @@ def test_eval_scores_a_trained_run_on_the_corrupted_sets(tiny_data, tmp_path):
         assert (tmp_path / "eval" / png).stat().st_size > 1000
     assert sorted(p.name for p in Path(tmp_path / "cache" / "test").iterdir()) == [
         "contrast.json", "contrast.safetensors", "rot90.json", "rot90.safetensors"]  # fmt: skip
+
+
+def test_per_image_normalisation_ignores_brightness_and_contrast_and_exports_the_same(random_ckpt):
+    from fmnist.models.classifier import Classifier
+    from fmnist.predict.export import Logits
+    from fmnist.predict.model import load_classifier
+
+    hparams = {**dict(load_classifier(random_ckpt).hparams), "input_norm": "per_image"}
+    model = Classifier(**hparams).eval()
+    images = garments(8).unsqueeze(1).float() / 255 * 0.5 + 0.1  # room for brighter and flatter copies
+    with torch.no_grad():
+        logits = model(images)
+        assert torch.allclose(model(images + 0.3), logits, atol=1e-4), "a uniformly lighter image looks the same"
+        assert torch.allclose(model(images * 0.5), logits, atol=0.05), "so does a flatter one (up to the epsilon)"
+        assert torch.allclose(Logits(model)(images), logits, atol=1e-5), "the exported forward normalises alike"
+        default = Classifier(**{**hparams, "input_norm": "dataset"}).eval()
+        default.load_state_dict(model.state_dict())
+        assert not torch.allclose(default(images + 0.3), default(images), atol=1e-2)
+    with pytest.raises(ValueError, match="per_image"):
+        Classifier(**{**hparams, "input_norm": "whatever"})
