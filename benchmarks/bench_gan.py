@@ -1,6 +1,6 @@
 """GAN benchmark: training time and sample quality, then "does GAN data help?" for the default CNN.
 
-    python benchmarks/bench_gan.py [--parts gan cache table] [--fractions 1.0 0.1] [--seeds 0 1 2]
+    python benchmarks/bench_gan.py [--parts gan table] [--fractions 1.0 0.1] [--seeds 0 1 2]
         [--gan-overrides key=value ...] [--train-overrides key=value ...]
     python benchmarks/bench_gan.py --fractions 0.1 --parts gan table --gan-overrides trainer.max_epochs=70
     python benchmarks/bench_gan.py --fractions 0.1 --tag _da --gan-overrides 'model.diffaugment=[translation,cutout]'
@@ -8,9 +8,8 @@
 For each data fraction (data.train_fraction; the GAN only ever sees that training split):
 - gan:   `python gan.py data.train_fraction=<f>` (then CAS / Fréchet distance / agreement) into
          outputs/bench/gan_frac<f>: seconds per epoch and the quality figures, from the run's metrics.json.
-- cache: trains (or finds) the default GAN of `aug=gan` instead, timed, so the table's runs do not include it.
 - table: benchmarks/bench_train.py (3 seeds each) for aug=basic and aug=gan. aug=gan uses the synthetic set of the
-         `gan` part's run when there is one (aug.source=...), else the default GAN of the cache.
+         `gan` part's run when there is one (aug.source=...), else the shipped generator (full training split only).
 
 `--tag` is appended to the output names (gan_frac<f><tag>, cnn_<aug>_frac<f><tag>) so that variants sit side by side.
 Everything lands under outputs/bench/ (runs, summary.json per row) and the table is printed as Markdown and saved
@@ -23,15 +22,11 @@ import argparse
 import json
 import logging
 import sys
-import time
 from datetime import date
 from pathlib import Path
 
 from _common import run_entry, run_timed
-from hydra import compose, initialize_config_dir
-from hydra.utils import instantiate
 
-import fmnist.utils.runtime  # noqa: F401  (registers the config resolvers)
 from fmnist import PROJECT_ROOT
 
 OUT = PROJECT_ROOT / "outputs" / "bench"
@@ -52,18 +47,9 @@ def bench_gan(fraction: float, overrides: list[str], tag: str = "") -> dict:
             **{k: metrics.get(k) for k in QUALITY}}  # fmt: skip
 
 
-def warm_cache(fraction: float) -> dict:
-    """Build the aug=gan transform as train.py would, which trains the default GAN unless it is cached."""
-    with initialize_config_dir(version_base="1.3", config_dir=str(PROJECT_ROOT / "conf")):
-        cfg = compose("train", overrides=["aug=gan", f"data.train_fraction={fraction}"])
-    start = time.perf_counter()
-    instantiate(cfg.aug)
-    return {"train_fraction": fraction, "seconds": time.perf_counter() - start}
-
-
 def table(fraction: float, seeds: list[int], train_overrides: list[str], tag: str = "") -> list[dict]:
     synthetic = gan_dir(fraction, tag) / "synthetic.safetensors"
-    gan_source = [f"aug.source={synthetic}"] if synthetic.is_file() else []  # else the default GAN (cache part)
+    gan_source = [f"aug.source={synthetic}"] if synthetic.is_file() else []  # else the shipped generator
     rows = []
     for aug in (["aug=basic"], ["aug=gan", *gan_source]):
         overrides = ["model=cnn", *aug, f"data.train_fraction={fraction}", *train_overrides]  # the CNN of RESULTS.md
@@ -79,7 +65,7 @@ def table(fraction: float, seeds: list[int], train_overrides: list[str], tag: st
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--parts", nargs="+", default=["gan", "cache", "table"], choices=["gan", "cache", "table"])
+    parser.add_argument("--parts", nargs="+", default=["gan", "table"], choices=["gan", "table"])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--fractions", type=float, nargs="+", default=[1.0, 0.1], help="data.train_fraction values")
     parser.add_argument("--gan-overrides", nargs="*", default=[], help="Hydra overrides passed to gan.py")
@@ -95,9 +81,6 @@ def main() -> None:
     if "gan" in args.parts:
         result["gan"] = [bench_gan(f, args.gan_overrides, args.tag) for f in args.fractions]
         print(json.dumps(result["gan"], indent=2))
-    if "cache" in args.parts:
-        result["default_gan"] = [warm_cache(f) for f in args.fractions]
-        print(json.dumps(result["default_gan"], indent=2))
     if "table" in args.parts:
         result["table"] = [row for f in args.fractions for row in table(f, args.seeds, args.train_overrides, args.tag)]
         print("\n| row | overrides | test accuracy (mean ± sd) | wall seconds per run |\n|---|---|---|---|")

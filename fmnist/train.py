@@ -78,12 +78,16 @@ def group_choices() -> dict[str, str]:
 
 
 def build(cfg: DictConfig, loggers: list[Logger]) -> tuple[pl.LightningDataModule, pl.LightningModule, pl.Trainer]:
-    augment = instantiate(cfg.aug) if cfg.get("aug") and "_target_" in cfg.aug else None
-    datamodule = instantiate(cfg.data, augment=augment)
+    """Cheap checks first, expensive steps last: the model (its config values and pretrained weights: a missing
+    download fails here within seconds), the data files (read and verified) and the trainer are built before the
+    augmentation, whose synthetic source (aug=gan) may generate thousands of images."""
     model = instantiate(cfg.model)
+    datamodule = instantiate(cfg.data, augment=None)
+    datamodule.setup("fit")  # locate and verify the data files now, not after the augmentation; fit reuses them
     callbacks = instantiate_group(cfg.get("callbacks"))
     resolve_precision(cfg.trainer)
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
+    datamodule.augment = instantiate(cfg.aug) if cfg.get("aug") and "_target_" in cfg.aug else None
     return datamodule, model, trainer
 
 

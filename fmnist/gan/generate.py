@@ -1,4 +1,4 @@
-"""Write a labelled synthetic data set from a GAN checkpoint, plus a sample grid:
+"""Write a labelled synthetic data set from a GAN checkpoint (or a generator.safetensors), plus a sample grid:
 
     python scripts/generate.py ckpt_path=outputs/gan/runs/<run>/checkpoints/last.ckpt n_per_class=6000 [seed=0]
         [classes='[0,Trouser]'] [out=path/to/set.safetensors] [grid_per_class=10]      (conf/generate.yaml)
@@ -17,7 +17,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from fmnist.data.synthetic import class_indices, generate_set, load_generator, save_synthetic
+from fmnist.data.synthetic import class_indices, generate_set, save_synthetic
+from fmnist.gan.generator_file import load_any_generator
 from fmnist.models.gan import plot_sample_grid
 from fmnist.utils.errors import UserError, config_int
 from fmnist.utils.task import hydra_task, task_run
@@ -32,7 +33,7 @@ def generate(cfg: DictConfig) -> Path:
     if out.suffix != ".safetensors":
         raise UserError(f"out={out}: the file name must end with .safetensors.")
     ckpt = Path(cfg.ckpt_path)
-    gan = load_generator(ckpt)  # CheckpointError unless it is a GAN checkpoint
+    gan = load_any_generator(ckpt)  # a generator file or a GAN checkpoint; CheckpointError otherwise
     k = min(config_int(cfg, "grid_per_class", minimum=1), n)
     with task_run(cfg, csv=False) as run:
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -2,8 +2,10 @@
 set and score it (fmnist.gan.metrics) into the run's metrics.json.
 
 A run directory holds checkpoints/last.ckpt (the generator checkpoint: generate.py, aug.source and resuming take
-it), samples/epoch_NNN.png (one 10x10 grid per epoch), samples.png (the final grid), synthetic.safetensors (the set
-CAS is trained on; usable as aug.source), metrics.csv and metrics.json (written last).
+it), generator.safetensors (the sampling generator alone, float16, pickle-free: aug.source and generate.py take it;
+the shipped models/fmnist_gan.safetensors is one), samples/epoch_NNN.png (one 10x10 grid per epoch), samples.png
+(the final grid), synthetic.safetensors (the set CAS is trained on; usable as aug.source), metrics.csv and
+metrics.json (written last).
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from fmnist.data.synthetic import generate_set, save_synthetic
-from fmnist.gan.metrics import classification_accuracy_score, real_data_classifier, sample_quality
+from fmnist.gan.generator_file import save_generator_file
+from fmnist.gan.metrics import classification_accuracy_score, real_data_classifier, sample_quality, split_settings
 from fmnist.models.gan import GAN, plot_sample_grid
 from fmnist.utils.errors import UserError
 from fmnist.utils.io import read_gan_checkpoint
@@ -84,6 +87,8 @@ def train_gan(cfg: DictConfig) -> dict[str, float]:
         log_images(run.loggers, {"samples_final": grid})
         if cfg.get("metrics") and cfg.metrics.enabled:
             metrics |= quality(gan, cfg, datamodule, synthetic, run.dir)
+        scores = {k: v for k, v in metrics.items() if k.startswith("quality/")}
+        generator_file = save_generator_file(gan, run.dir / "generator.safetensors", split_settings(cfg.data), scores)
         metrics |= {
             "epochs": trainer.current_epoch,
             "fit_seconds": fit_seconds,
@@ -91,6 +96,7 @@ def train_gan(cfg: DictConfig) -> dict[str, float]:
             "images_per_second": len(datamodule.train_set) * epochs_run / fit_seconds,
             "train_images": len(datamodule.train_set),
             "generator_checkpoint": str(run.dir / "checkpoints" / "last.ckpt"),
+            "generator_file": str(generator_file),
             "synthetic_set": str(synthetic),
             "run_dir": str(run.dir),
             "seed": cfg.get("seed"),
