@@ -1,9 +1,11 @@
-"""The GAN on tiny synthetic data: training and its outputs, divergence, generate.py, aug=gan, the cache, metrics."""
+"""The GAN on tiny synthetic data: training and its outputs, divergence, generate.py, aug=gan, the shipped generator,
+metrics."""
 
 from __future__ import annotations
 
 import json
 import logging
+import time
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -12,15 +14,19 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from PIL import Image
+from safetensors.torch import save_file
 from torch.utils.data import DataLoader, Dataset
 
-from fmnist.data.synthetic import SyntheticDataModule, load_generator, load_synthetic, save_synthetic
+from fmnist import PACKAGE_DIR
+from fmnist.data.synthetic import SyntheticDataModule, generate_set, load_generator, load_synthetic, save_synthetic
 from fmnist.gan.generate import generate
+from fmnist.gan.generator_file import load_generator_file
 from fmnist.gan.metrics import classification_accuracy_score, frechet_distance, real_data_classifier, sample_quality
 from fmnist.gan.train import train_gan
 from fmnist.models.classifier import Classifier
 from fmnist.models.components.gan_nets import Generator
 from fmnist.models.gan import GAN, GANDivergedError, diff_augment
+from fmnist.predict.model import load_classifier
 from fmnist.train import build
 from fmnist.utils.errors import CheckpointError, UserError
 from fmnist.utils.io import read_classifier_checkpoint
@@ -29,6 +35,7 @@ from fmnist.utils.runtime import find_user_error
 from conftest import compose_cfg, run_cli, tiny_data_overrides
 
 SMALL_GAN = ["model.generator.width=16", "model.generator.latent_dim=16", "model.discriminator.width=8"]
+SHIPPED_GAN = PACKAGE_DIR / "shipped" / "fmnist_gan.safetensors"
 METRICS = ["metrics.epochs=1", "metrics.batch_size=50", "metrics.n_per_class=20", "metrics.cas_per_class=50"]
 
 
@@ -230,24 +237,59 @@ def test_aug_gan_mixes_the_share_into_training_batches_only(tiny_data, tmp_path)
         assert all((images.mean((1, 2, 3)) < 0.6).all() for images, _ in recorder.seen[split]), split
 
 
-def test_default_gan_is_trained_once_cached_and_leaves_the_random_state(tiny_data, tmp_path, caplog):
-    overrides = [*tiny_data_overrides(tiny_data, tmp_path), "model=cnn", "aug=gan", "aug.n_per_class=5",
-                 "aug.default_gan.steps=3", "aug.default_gan.batch_size=50",
-                 "aug.default_gan.model.generator.width=16", "aug.default_gan.model.discriminator.width=8"]  # fmt: skip
-    cfg = compose_cfg("train", overrides, tmp_path / "run")
-    draws = []
-    for _ in range(2):
-        torch.manual_seed(0)
-        with caplog.at_level(logging.INFO, logger="fmnist"):
-            augment = instantiate(cfg.aug)
-        draws.append(torch.rand(3))
-        assert len(augment.synthetic.labels) == 50
-    (entry,) = (tmp_path / "cache" / "gan").iterdir()
-    assert "trained now" in caplog.text and f"default GAN set {entry / 'synthetic.safetensors'} (cached)" in caplog.text
-    assert caplog.text.count("training the default GAN") == 1, "the second run reuses the cache"
-    assert {"generator.ckpt", "synthetic.safetensors", "settings.json"} <= {p.name for p in entry.iterdir()}
-    assert json.loads((entry / "settings.json").read_text())["split"]["val_size"] == 100
-    assert torch.equal(draws[0], draws[1]), "training the GAN must not change the run's random numbers"
+def test_gan_run_writes_a_generator_file_that_samples_as_its_checkpoint(gan_run, tiny_data, tmp_path, caplog):
+    run, metrics, _ = gan_run
+    path, ckpt = run / "generator.safetensors", run / "checkpoints" / "last.ckpt"
+    assert metrics["generator_file"] == str(path)
+    assert path.stat().st_size < ckpt.stat().st_size / 4, "the sampling generator alone, in float16"
+    from_file = load_generator_file(path)
+    assert from_file.split["val_size"] == 100 and from_file.quality["quality/cas"] == metrics["quality/cas"]
+    half, _ = generate_set(from_file, 20, seed=1)
+    full, _ = generate_set(load_generator(ckpt), 20, seed=1)
+    difference = (half.int() - full.int()).abs()
+    assert difference.float().mean() < 0.5 and difference.max() <= 8, "float16 weights draw the same images"
+    overrides = [*tiny_data_overrides(tiny_data, tmp_path), "aug=gan", f"aug.source={path}", "aug.n_per_class=5"]
+    torch.manual_seed(0)
+    with caplog.at_level(logging.INFO, logger="fmnist"):
+        augment = instantiate(compose_cfg("train", overrides, tmp_path / "run").aug)
+    after = torch.rand(3)
+    torch.manual_seed(0)
+    assert torch.equal(after, torch.rand(3)), "generating must not change the run's random numbers"
+    assert len(augment.synthetic.labels) == 50 and f"generated from {path}" in caplog.text
+
+
+def test_generator_file_naming_foreign_code_is_refused(tmp_path):
+    path = tmp_path / "evil.safetensors"
+    metadata = {"fmnist.format": "fmnist-generator-v1", "fmnist.generator": json.dumps({"_target_": "os.system"})}
+    save_file({"x": torch.zeros(1)}, str(path), metadata=metadata)
+    with pytest.raises(CheckpointError, match="only classes and functions defined in fmnist"):
+        load_generator_file(path)
+
+
+def test_shipped_generator_draws_images_the_shipped_classifier_recognises():
+    """models/fmnist_gan.safetensors (card: models/fmnist_gan.md): the default split, and samples a classifier
+    trained on real images assigns to their class (the card's agreement figure is 89 %)."""
+    gan = load_generator_file(SHIPPED_GAN)
+    assert gan.split == {"val_size": 5000, "split_seed": 0, "train_fraction": 1.0, "checksums": None}
+    images, labels = generate_set(gan, 50, seed=0)
+    with torch.no_grad():
+        predicted = load_classifier(PACKAGE_DIR / "shipped" / "fmnist_resnet.safetensors")(
+            images.unsqueeze(1).float() / 255).argmax(1)  # fmt: skip
+    assert (predicted == labels).float().mean() > 0.8
+
+
+def test_aug_gan_without_source_samples_the_shipped_generator_at_once(tiny_data, tmp_path, caplog):
+    cfg = compose_cfg("train", ["aug=gan", "aug.n_per_class=100", f"paths.log_dir={tmp_path}"], tmp_path / "run")
+    start = time.monotonic()
+    with caplog.at_level(logging.INFO, logger="fmnist"):
+        augment = instantiate(cfg.aug)  # the default split of the real data: the one the shipped GAN learnt from
+    assert time.monotonic() - start < 20 and len(augment.synthetic.labels) == 1000
+    assert "from the shipped generator" in caplog.text and not list(tmp_path.iterdir()), "nothing trained or cached"
+    tiny = compose_cfg("train", [*tiny_data_overrides(tiny_data, tmp_path), "aug=gan"], tmp_path / "tiny")
+    with pytest.raises(Exception) as error:  # another split: its validation images were the GAN's training data
+        instantiate(tiny.aug)
+    message = str(find_user_error(error.value))
+    assert "data.val_size=5000" in message and "python gan.py data.val_size=100" in message, message
 
 
 def test_frechet_distance_known_cases():

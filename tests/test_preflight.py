@@ -38,8 +38,8 @@ def test_missing_data_files_fail_before_the_augmentation_is_built(tiny_data, tmp
 
 
 def estimate_run(tiny_data, tmp_path, caplog, *extra: str) -> str:
-    overrides = [*tiny_overrides(tiny_data, tmp_path), "trainer.max_epochs=1", "test=false",
-                 "callbacks.schedule_estimate.warmup_steps=1", "callbacks.schedule_estimate.timed_steps=3", *extra]  # fmt: skip
+    timing = ["callbacks.schedule_estimate.warmup_steps=1", "callbacks.schedule_estimate.timed_steps=3"]
+    overrides = [*tiny_overrides(tiny_data, tmp_path), "trainer.max_epochs=1", "test=false", *timing, *extra]
     with caplog.at_level(logging.INFO, logger="fmnist"):
         train(compose_cfg("train", overrides, tmp_path / "run"))
     return "\n".join(f"{r.levelname} {r.getMessage()}" for r in caplog.records if "Schedule estimate" in r.message)
@@ -54,5 +54,7 @@ def test_schedule_estimate_is_logged_from_timed_steps(tiny_data, tmp_path, caplo
 def test_hopeless_schedule_on_a_cpu_warns_with_the_models_cpu_preset(tiny_data, tmp_path, caplog):
     """A threshold of ~0 makes the tiny run 'hopeless'; model=resnet's preset (conf/model_data/) is named."""
     small_resnet = ["model=resnet", "model.backbone.widths=[8,8,8]", "model.backbone.stem=8"]
-    logged = estimate_run(tiny_data, tmp_path, caplog, *small_resnet, "callbacks.schedule_estimate.cpu_warn_hours=1e-9")
-    assert logged.startswith("WARNING Schedule estimate") and "on this CPU: use the CPU preset experiment=fast" in logged
+    hopeless = "callbacks.schedule_estimate.cpu_warn_hours=1e-9"
+    logged = estimate_run(tiny_data, tmp_path, caplog, *small_resnet, hopeless)
+    assert logged.startswith("WARNING Schedule estimate"), logged
+    assert "on this CPU: use the CPU preset experiment=fast" in logged

@@ -20,6 +20,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from lightning.pytorch.utilities.seed import isolate_rng
+
 from fmnist.data.augment import BatchAugment
 from fmnist.data.synthetic import SyntheticMix, generate_set, load_synthetic
 from fmnist.gan.generator_file import is_generator_file, load_any_generator, load_generator_file
@@ -80,6 +82,7 @@ def gan_augment(
     """BatchAugment(**augment) whose first step replaces `share` of each training batch with synthetic images."""
     if not 0 < share <= 1:
         raise UserError(f"aug.share={share} must be in (0, 1]: the share of each training batch that is synthetic.")
-    images, labels, description = synthetic_source(source, shipped, n_per_class, gan_seed, data)
+    with isolate_rng():  # building a generator draws its initial weights: the run's random numbers stay its own
+        images, labels, description = synthetic_source(source, shipped, n_per_class, gan_seed, data)
     log.info(f"aug=gan: {description}: {len(labels)} images; {share:.0%} of every training batch is synthetic")
     return BatchAugment(**augment, synthetic=SyntheticMix(images, labels, share))
