@@ -79,6 +79,14 @@ def test_gan_training_writes_finite_losses_grids_checkpoint_and_set(gan_run):
     assert torch.equal(labels, torch.arange(10).repeat_interleave(50))
 
 
+def test_gan_command_shows_each_epochs_bar_with_its_totals(tiny_data, tmp_path):
+    """`python gan.py`: the epoch out of the schedule's epochs, and the batch out of the epoch's batches."""
+    result = run_cli("gan.py", *gan_overrides(tiny_data, tmp_path), "metrics.enabled=false", timeout=180)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    assert "Epoch 0/1" in output and "Epoch 1/1" in output and "10/10" in output, output[-3000:]
+
+
 def test_generator_output_shape_and_range():
     generator = Generator(latent_dim=16, width=16)
     out = generator(torch.randn(12, 16), torch.arange(12) % 10)

@@ -1,1 +1,2 @@
-"""The class-conditional GAN: train (the task), metrics (CAS, FD, agreement), source (what aug=gan draws)."""
+"""The class-conditional GAN: train (the task), metrics (CAS, FD, agreement), source (what aug=gan draws),
+generator_file (a generator as a pickle-free .safetensors file, e.g. the shipped one)."""

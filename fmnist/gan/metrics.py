@@ -58,7 +58,7 @@ def split_settings(data_cfg: DictConfig | dict) -> dict[str, Any]:
 @contextmanager
 def seeded(seed: int) -> Iterator[None]:
     """Seed torch, numpy and random inside the block and restore the previous random state after it: a nested
-    training (the real-data CNN, the default GAN) does not change what the enclosing run draws next. (Lightning's
+    training (the real-data CNN) does not change what the enclosing run draws next. (Lightning's
     seed_everything would also overwrite the run's PL_GLOBAL_SEED.)"""
     with isolate_rng():
         torch.manual_seed(seed)
