@@ -17,7 +17,7 @@ from fmnist.train import resolve_tta, train
 
 from conftest import CONF_DIR, compose_cfg, tiny_overrides
 
-# aug=gan needs a GAN (trained for minutes when none is given): tests/test_gan.py covers it with a tiny one
+# aug=gan: the shipped generator is refused on the tiny split (it learnt from the real one); tests/test_gan.py
 AUG_OPTIONS = sorted(p.stem for p in (Path(CONF_DIR) / "aug").glob("*.yaml") if p.stem != "gan")
 MIXING = {"mixup", "cutmix"}
 
