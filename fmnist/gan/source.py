@@ -49,6 +49,11 @@ def check_split(trained_on: dict[str, Any], data: dict[str, Any] | None, path: P
 def synthetic_source(source: str | None, shipped: str, n_per_class: int, gan_seed: int, data: dict | None):
     """(uint8 images, labels, description) of the configured synthetic source."""
     if source is None:
+        if not Path(shipped).is_file():
+            raise UserError(
+                f"aug=gan: the shipped generator {shipped} is missing. Train one (python gan.py) and pass it with "
+                "aug.source=outputs/gan/runs/<run>/generator.safetensors, or copy that file to the path above."
+            )
         gan = load_generator_file(shipped)
         check_split(gan.split, data, Path(shipped))
         images, labels = generate_set(gan, n_per_class, seed=gan_seed)
