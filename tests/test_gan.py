@@ -264,6 +264,8 @@ def test_gan_run_writes_a_generator_file_that_samples_as_its_checkpoint(gan_run,
     torch.manual_seed(0)
     assert torch.equal(after, torch.rand(3)), "generating must not change the run's random numbers"
     assert len(augment.synthetic.labels) == 50 and f"generated from {path}" in caplog.text
+    out = generate(compose_cfg("generate", [f"ckpt_path={path}", "n_per_class=2"], tmp_path / "generate"))
+    assert len(load_synthetic(out)[1]) == 20, "generate.py takes the file too"
 
 
 def test_generator_file_naming_foreign_code_is_refused(tmp_path):
