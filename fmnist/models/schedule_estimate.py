@@ -12,6 +12,7 @@ import logging
 import time
 
 import lightning.pytorch as pl
+from lightning.pytorch.accelerators import CPUAccelerator
 from lightning.pytorch.callbacks import Timer
 
 log = logging.getLogger("fmnist")
@@ -75,8 +76,7 @@ class ScheduleEstimate(pl.Callback):
         message = (f"Schedule estimate, measured over {self.timed} training steps: {seconds_per_step:.2f} s per step, "
                    f"{duration(per_epoch)} per epoch, {duration(total)} for the training left{cut} "
                    "(validation not included).")  # fmt: skip
-        on_cpu = type(trainer.accelerator).__name__ == "CPUAccelerator"
-        if on_cpu and self.estimate_seconds > self.cpu_warn_hours * 3600:
+        if isinstance(trainer.accelerator, CPUAccelerator) and self.estimate_seconds > self.cpu_warn_hours * 3600:
             advice = f"use the CPU preset {self.cpu_preset} instead" if self.cpu_preset else NO_PRESET
             log.warning(f"{message} That is more than {self.cpu_warn_hours:g} h on this CPU: {advice}.")
         else:
