@@ -100,7 +100,7 @@ def test_every_group_option_is_covered():
         (["callbacks.model_checkpoint.save_top_k=abc"], "callbacks.model_checkpoint.save_top_k=abc"),
         (["+callbacks.lr_monitor.logging_interva=step"], "did you mean callbacks.lr_monitor.logging_interval?"),
         (["logger=tensorboard", "logger.tensorboard.default_hp_metric=maybe"], "hp_metric=maybe: expected true or fa"),
-        (["aug=gan", "aug.default_gan.model.generator.latent_dim=1.5"], "generator.latent_dim=1.5"),
+        (["aug=gan", "aug.n_per_class=1.5"], "aug.n_per_class=1.5"),
         (["trainer.devices=1.5"], "trainer.devices=1.5"),
         (["experiment=distill", "teacher.runs=[a]", "model.label_smoothing=x"], "label_smoothing=x: expected a number"),
         (["data.mirrors=http://x"], "data.mirrors=http://x: expected a list"),
