@@ -2,13 +2,16 @@
 exported .safetensors model) in a run directory of its own.
 
 The checkpoint rebuilds its model by itself (loaded with weights_only=True) and brings the split settings it was
-trained with, so its validation split is the same one it was selected on."""
+trained with, so its validation split is the same one it was selected on. It also brings how its run scored it
+(`scoring`: test-time augmentation, temperature fitted on validation, precision), so with no options eval.py gives
+the number the run's metrics.json holds; `tta=` scores it otherwise. metrics.json and the log name what was used."""
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
 
+import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import RichProgressBar
 from omegaconf import DictConfig
@@ -21,17 +24,31 @@ from fmnist.utils.errors import UserError
 from fmnist.utils.io import read_classifier_checkpoint, run_dir_of
 from fmnist.utils.loggers import log_images
 from fmnist.utils.plots import plot_confusion_matrix, plot_learning_curves
-from fmnist.utils.runtime import resolve_precision, scalar_metrics
+from fmnist.utils.runtime import cpu_has_bf16, resolve_precision, scalar_metrics
 from fmnist.utils.task import hydra_task, task_run
 
 log = logging.getLogger("fmnist")
+
+
+def scored_precision(scoring: dict, trainer_cfg: DictConfig) -> None:
+    """`trainer.precision=auto` -> the precision the model's figures were scored in (bf16 autocast flips a few test
+    images), unless that is bf16 on hardware without it (emulated: slow). An explicit precision is kept."""
+    recorded = scoring.get("precision")
+    if str(trainer_cfg.get("precision")) != "auto" or not recorded:
+        return
+    on_gpu = torch.cuda.is_available() and str(trainer_cfg.get("accelerator", "auto")) in ("auto", "gpu", "cuda")
+    if recorded.startswith("bf16") and not (torch.cuda.is_bf16_supported() if on_gpu else cpu_has_bf16()):
+        log.warning(f"the model was scored in {recorded}, which this machine lacks; figures may differ slightly.")
+        return
+    trainer_cfg.precision = recorded
 
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     splits = list(cfg.splits)
     if not splits or set(splits) - {"val", "test"}:
         raise UserError(f"splits={splits}: choose from val and test, e.g. splits=[val,test].")
-    check_tta(cfg.tta)
+    if cfg.tta != "auto":
+        check_tta(cfg.tta)
     if cfg.get("corruptions"):  # a wrong name fails before anything loads
         check_corruptions(cfg.corruptions)
     if Path(cfg.ckpt_path).suffix == ".safetensors":  # an exported model (python export.py, the shipped one)
@@ -43,13 +60,15 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         checkpoint = read_classifier_checkpoint(cfg.ckpt_path)
         model = build(dict(checkpoint["hyper_parameters"]), checkpoint["state_dict"], Path(cfg.ckpt_path))
         trained_with = checkpoint.get("datamodule_hyper_parameters") or {}
-    model.tta = cfg.tta
+    model.tta = model.tta if cfg.tta == "auto" else cfg.tta  # auto: the checkpoint's own (none if it records none)
+    scored_precision(model.hparams.scoring or {}, cfg.trainer)
     datamodule = instantiate(cfg.data, **{k: trained_with[k] for k in SPLIT_KEYS if k in trained_with})
     with task_run(cfg, csv=False) as run:
         datamodule.setup("test")
         resolve_precision(cfg.trainer)
         trainer = instantiate(cfg.trainer, logger=run.loggers, callbacks=[RichProgressBar()])
-        metrics: dict = {"ckpt_path": str(Path(cfg.ckpt_path).resolve()), "run_dir": str(run.dir), "tta": cfg.tta}
+        metrics: dict = {"ckpt_path": str(Path(cfg.ckpt_path).resolve()), "run_dir": str(run.dir), "tta": model.tta,
+                         "temperature": model.temperature, "precision": str(trainer.precision)}  # fmt: skip
         figures = {}
         for split in splits:  # the Classifier's test loop computes every metric; rename them per split
             loader = datamodule.val_dataloader() if split == "val" else datamodule.test_dataloader()
@@ -69,8 +88,9 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
                 figures["learning_curves"] = curves
         log_images(run.loggers, figures)
         run.finish(metrics)
-        shown = " · ".join(f"{s}/acc {metrics[f'{s}/acc']:.4f}" for s in splits)
-        log.info(f"{shown} · run dir: {run.dir}")
+        shown = " · ".join(f"{s}/acc {metrics[f'{s}/acc']:.4f} nll {metrics[f'{s}/nll']:.4f}" for s in splits)
+        how = f"tta={model.tta} · temperature {model.temperature:.3f} · {trainer.precision}"
+        log.info(f"{shown} · {how} · run dir: {run.dir}")
         return metrics
 
 

@@ -14,6 +14,7 @@ from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf
 
 from fmnist.data.tta import check_tta
+from fmnist.models.calibration import calibrate_checkpoint
 from fmnist.utils.errors import UserError
 from fmnist.utils.interrupt import resume_hint_on_interrupt
 from fmnist.utils.io import read_classifier_checkpoint
@@ -122,6 +123,8 @@ def train(cfg: DictConfig) -> float | None:
         # the checkpoint validation chose (callbacks.model_checkpoint; last_checkpoint monitors nothing)
         monitored = [c for c in trainer.checkpoint_callbacks if isinstance(c, ModelCheckpoint) and c.monitor]
         best = monitored[0].best_model_path if monitored else ""
+        if best:  # temperature and uncertainty threshold of the best weights, fitted on validation (never test)
+            model.hparams.scoring = calibrate_checkpoint(best, model.tta, datamodule.val_dataloader(), trainer)
         if cfg.get("test"):
             # the test split, once, with the weights validation chose
             trainer.test(model, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
@@ -141,6 +144,7 @@ def train(cfg: DictConfig) -> float | None:
                 "precision": str(trainer.precision),  # what precision=auto resolved to on this machine
                 "tta": model.tta,
                 **getattr(model, "extra_metrics", {}),  # what a model records of its run (a Distiller: its teachers)
+                "temperature": model.temperature,  # test/nll and test/ece are after it, test/*_raw before
                 **{f"choice/{k}": v for k, v in choices.items() if k in ("model", "aug", "experiment") and v != "None"},
             }
         )

@@ -20,6 +20,7 @@ from torchmetrics.functional.classification import (
     multiclass_confusion_matrix,
 )
 
+from fmnist.models.calibration import fit_temperature  # the same fit as every training run's
 from fmnist.utils.errors import UserError
 
 METHODS = {  # config value -> what the table calls it
@@ -110,23 +111,6 @@ def apply_temperature(log_probs: torch.Tensor, temperature: float | torch.Tensor
     if isinstance(temperature, torch.Tensor):
         temperature = temperature.to(log_probs)
     return F.log_softmax(log_probs / temperature, dim=-1)
-
-
-def fit_temperature(val_log_probs: torch.Tensor, val_labels: torch.Tensor) -> float:
-    """The temperature minimising validation NLL (Guo et al. 2017), by L-BFGS on log T."""
-    log_t = torch.zeros(1, dtype=torch.float64, requires_grad=True)
-    log_probs = val_log_probs.detach().double()
-    optimizer = torch.optim.LBFGS([log_t], lr=0.5, max_iter=100, line_search_fn="strong_wolfe")
-
-    def closure() -> torch.Tensor:
-        optimizer.zero_grad()
-        nll = F.cross_entropy(log_probs / log_t.exp(), val_labels)
-        nll.backward()
-        return nll
-
-    with torch.enable_grad():
-        optimizer.step(closure)
-    return float(log_t.detach().exp().clamp(1e-2, 1e2))
 
 
 @dataclass

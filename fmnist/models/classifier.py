@@ -79,6 +79,9 @@ class Classifier(pl.LightningModule):
         # weights, so rebuilding from it must not fetch or read them again
         pretrained: bool = False,
         weights: str | None = None,
+        # how this model is scored (fmnist.models.calibration): its test-time augmentation and the temperature and
+        # uncertainty threshold fitted on validation after training; None until then (no TTA, temperature 1)
+        scoring: dict | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(
@@ -98,6 +101,7 @@ class Classifier(pl.LightningModule):
                 "backbone_lr_scale": float(backbone_lr_scale),
                 "layer_decay": layer_decay,
                 "finetuning": plain(finetuning),
+                "scoring": plain(scoring),
             }
         )
         if input_norm not in INPUT_NORMS:
@@ -123,11 +127,12 @@ class Classifier(pl.LightningModule):
         self.val_acc_best.persistent(True)  # kept in checkpoints so a resumed run continues the same best
         self.test_acc = MulticlassAccuracy(n, average="micro")
         self.test_class_acc = MulticlassAccuracy(n, average=None)
-        self.test_nll = MeanMetric()
-        self.test_ece = MulticlassCalibrationError(n, n_bins=15, norm="l1")
+        self.test_nll, self.test_nll_raw = MeanMetric(), MeanMetric()
+        self.test_ece, self.test_ece_raw = (MulticlassCalibrationError(n, n_bins=15, norm="l1") for _ in range(2))
         self.test_confusion = MulticlassConfusionMatrix(n)
         self.confusion: torch.Tensor | None = None  # the last test's confusion matrix (counts), for the plots
-        self.tta = "none"  # test-time augmentation of test_step (fmnist.data.tta); an evaluation choice, not a hparam
+        # test-time augmentation of test_step (fmnist.data.tta): the recorded one; eval/train may set another
+        self.tta = (self.hparams.scoring or {}).get("tta", "none")
 
     # --- forward -------------------------------------------------------------------------------------------------
     def prepare_input(self, images: torch.Tensor) -> torch.Tensor:
@@ -146,6 +151,16 @@ class Classifier(pl.LightningModule):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Logits for (B, 1, 28, 28) images in [0, 1]."""
         return self.backbone(self.prepare_input(images))
+
+    @property
+    def temperature(self) -> float:
+        """The temperature fitted on validation (`scoring`), 1.0 for a model that has none."""
+        return float((self.hparams.scoring or {}).get("temperature", 1.0))
+
+    def calibrated(self, images: torch.Tensor) -> torch.Tensor:
+        """Logits as the model is scored: averaged over its test-time augmentation views, divided by its
+        temperature. Their softmax gives calibrated probabilities; the top class is forward's (under the same TTA)."""
+        return tta_logits(self, images, self.tta).float() / self.temperature
 
     # --- training ------------------------------------------------------------------------------------------------
     def on_fit_start(self) -> None:
@@ -189,7 +204,10 @@ class Classifier(pl.LightningModule):
     # --- test ----------------------------------------------------------------------------------------------------
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         images, labels = batch
-        logits = tta_logits(self, images, self.tta).float()
+        raw = tta_logits(self, images, self.tta).float()
+        logits = raw / self.temperature  # the accuracy is the same either way; NLL and ECE are not
+        self.test_nll_raw(F.cross_entropy(raw, labels, reduction="none"))
+        self.test_ece_raw(raw.softmax(1), labels)
         self.test_nll(F.cross_entropy(logits, labels, reduction="none"))
         self.test_acc(logits, labels)
         self.test_class_acc(logits, labels)
@@ -198,12 +216,15 @@ class Classifier(pl.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         self.log("test/acc", self.test_acc.compute())
-        self.log("test/nll", self.test_nll.compute())
+        self.log("test/nll", self.test_nll.compute())  # after the temperature fitted on validation (if any)
         self.log("test/ece", self.test_ece.compute())
+        self.log("test/nll_raw", self.test_nll_raw.compute())  # before it
+        self.log("test/ece_raw", self.test_ece_raw.compute())
         for name, acc in zip(self.hparams.class_names, self.test_class_acc.compute(), strict=True):
             self.log(f"test/acc_{metric_suffix(name)}", acc)
         self.confusion = self.test_confusion.compute().cpu()
-        for metric in (self.test_acc, self.test_nll, self.test_ece, self.test_class_acc, self.test_confusion):
+        for metric in (self.test_acc, self.test_nll, self.test_ece, self.test_nll_raw, self.test_ece_raw,
+                       self.test_class_acc, self.test_confusion):  # fmt: skip
             metric.reset()
 
     # --- optimisation --------------------------------------------------------------------------------------------

@@ -1,0 +1,123 @@
+"""How a classifier is scored, fitted on the validation split: a temperature for its logits (Guo et al. 2017) and
+the confidence below which a prediction is flagged `uncertain`.
+
+The result is a plain dict, the Classifier's `scoring` hyperparameter, so it travels in every form of the model (a
+.ckpt's hyperparameters, the JSON metadata of a .safetensors file) and `Classifier.load_from_checkpoint(...,
+weights_only=True)` still rebuilds the model from the file alone:
+
+    {"tta": "flip", "temperature": 0.71, "uncertain_below": 0.55, "uncertain_quantile": 0.02,
+     "fitted_on": "val", "val_images": 5000, "precision": "bf16-mixed"}
+
+`uncertain_below` is a maximum softmax probability after temperature (Hendrycks & Gimpel 2017): the
+`uncertain_quantile` quantile of that confidence over the validation images, so by construction about that share of
+images like the training data is flagged; docs/predict.md measures it on noise and on the test split.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+import torch.nn.functional as F
+
+from fmnist.data.datamodule import to_unit_float
+from fmnist.data.tta import tta_logits
+from fmnist.models.classifier import Classifier
+from fmnist.utils.io import atomic_path, read_classifier_checkpoint
+
+log = logging.getLogger("fmnist")
+
+UNCERTAIN_QUANTILE = 0.02  # the share of validation images flagged uncertain: the threshold is this quantile
+MIN_TEMPERATURE, MAX_TEMPERATURE = 1e-2, 1e2  # a degenerate fit (one class, perfect separation) stays finite
+
+
+def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    """The temperature T minimising the NLL of softmax(logits / T) on (N, C) validation logits (or log-probabilities:
+    softmax is shift-invariant, so both give the same T) and (N,) labels; L-BFGS on log T."""
+    log_t = torch.zeros(1, dtype=torch.float64, requires_grad=True)
+    logits = logits.detach().double().clone()  # a normal tensor also when it came from inference mode
+    optimizer = torch.optim.LBFGS([log_t], lr=0.5, max_iter=100, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad()
+        nll = F.cross_entropy(logits / log_t.exp(), labels)
+        nll.backward()
+        return nll
+
+    with torch.enable_grad():
+        optimizer.step(closure)
+    return float(log_t.detach().exp().clamp(MIN_TEMPERATURE, MAX_TEMPERATURE))
+
+
+def confidence(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """(N,) maximum softmax probability of (N, C) logits after temperature."""
+    return (logits.double() / temperature).softmax(-1).max(-1).values
+
+
+def uncertainty_threshold(logits: torch.Tensor, temperature: float, quantile: float = UNCERTAIN_QUANTILE) -> float:
+    """The `quantile` quantile of the calibrated confidence of validation logits: a prediction less confident than
+    this is flagged uncertain."""
+    return float(torch.quantile(confidence(logits, temperature), quantile))
+
+
+@torch.no_grad()
+def logits_and_labels(
+    model: torch.nn.Module,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    tta: str,
+    device: torch.device | str = "cpu",
+    context: Any = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The model's (N, C) float32 logits (averaged over the `tta` views) and the (N,) labels of (images, labels)
+    batches; `context` is a context-manager factory for the forward passes (e.g. the trainer's autocast)."""
+    logits, labels = [], []
+    for images, targets in batches:
+        with context() if context else contextlib.nullcontext():
+            out = tta_logits(model, to_unit_float(images.to(device)), tta)
+        logits.append(out.float().cpu())
+        labels.append(targets.cpu())
+    return torch.cat(logits), torch.cat(labels)
+
+
+def fit_scoring(
+    logits: torch.Tensor, labels: torch.Tensor, tta: str, quantile: float = UNCERTAIN_QUANTILE, **extra: Any
+) -> dict[str, Any]:
+    """The `scoring` record from validation logits (computed with `tta`) and labels."""
+    temperature = fit_temperature(logits, labels)
+    return {
+        "tta": tta,
+        "temperature": round(temperature, 6),
+        "uncertain_below": round(uncertainty_threshold(logits, temperature, quantile), 6),
+        "uncertain_quantile": quantile,
+        "fitted_on": "val",
+        "val_images": len(labels),
+        **extra,
+    }
+
+
+def calibrate_checkpoint(path: str | Path, tta: str, val_batches: Iterable, trainer: pl.Trainer) -> dict[str, Any]:
+    """`fit_scoring` on a training run's best checkpoint: its validation logits under the test's `tta`, on the
+    trainer's device and precision; the record is written into the checkpoint's hyperparameters (`scoring`), so
+    eval, export, ensembles and predict score the model as the run did. Every process of a multi-process run
+    computes the same record on the whole validation split; the first one writes it."""
+    checkpoint = read_classifier_checkpoint(path)
+    device = trainer.strategy.root_device
+    model = Classifier.load_from_checkpoint(path, map_location=device, weights_only=True).eval()
+    context = trainer.precision_plugin.test_step_context
+    logits, labels = logits_and_labels(model, val_batches, tta, device, context)
+    scoring = fit_scoring(logits, labels, tta, precision=str(trainer.precision))
+    if trainer.is_global_zero:
+        checkpoint["hyper_parameters"]["scoring"] = scoring
+        with atomic_path(Path(path)) as tmp:
+            torch.save(checkpoint, tmp)
+    trainer.strategy.barrier()
+    log.info(
+        f"calibrated on {len(labels)} validation images (tta={tta}): temperature {scoring['temperature']:.3f}, "
+        f"uncertain below {scoring['uncertain_below']:.3f} confidence"
+    )
+    return scoring
