@@ -29,13 +29,13 @@ def runs(tiny_data, tmp_path_factory) -> Path:
     sweep = root / "train" / "multiruns" / "sweep"
     small = ["model.backbone.stages=[[8],[16]]", "model.backbone.hidden=32", "data.batch_size=100"]  # fast
     args = [*tiny_overrides(tiny_data, root), *small, "trainer.max_epochs=1", "seed=0,1,2", f"hydra.sweep.dir={sweep}"]
-    args.append("tta=none")  # scored like the ensemble (tta=none), so members repeat their runs' test figures
     result = run_cli("train.py", "-m", *args)
     assert result.returncode == 0, result.stderr[-3000:]
     checkpoint = torch.load(sweep / "0" / "checkpoints" / "best.ckpt", weights_only=True)
     hparams = copy.deepcopy(checkpoint["hyper_parameters"])
     hparams["image_size"] = hparams["backbone"]["image_size"] = 32
     hparams["backbone"]["stages"] = [[8, 8], [16]]
+    hparams["scoring"] = None  # untrained: no TTA, temperature or threshold of its own
     checkpoint["hyper_parameters"], checkpoint["state_dict"] = hparams, Classifier(**hparams).state_dict()
     (root / "other").mkdir()
     torch.save(checkpoint, root / "other" / "cnn32.ckpt")
@@ -59,11 +59,13 @@ def test_ensemble_cli_writes_every_output(runs, tiny_data):
     report = json.loads((run_dir / "results.json").read_text())
     rows = {r["key"]: r for r in report["rows"]}
     assert list(rows) == ["member0", "member1", "member2", "member3", *METHODS]
-    for i in range(3):  # the members score exactly what their own runs measured: same model, same test split
+    for i in range(3):  # the members score exactly what their own runs measured: same model, TTA and test split
         trained = json.loads((sweep / str(i) / "metrics.json").read_text())
+        assert trained["tta"] == "flip", "tta=auto: each member is scored with its own run's TTA"
         assert rows[f"member{i}"]["test"]["acc"] == pytest.approx(trained["test/acc"], abs=1e-6)
-        assert rows[f"member{i}"]["test"]["nll"] == pytest.approx(trained["test/nll"], abs=1e-4)
-        assert rows[f"member{i}"]["val"]["acc"] == pytest.approx(trained["val/acc_best"], abs=1e-6)
+        assert rows[f"member{i}"]["test"]["nll"] == pytest.approx(trained["test/nll_raw"], abs=1e-4)
+        # the fourth member records no temperature, so the ensemble fits all four: the same fit on the same logits
+        assert rows[f"member{i}"]["temperature"] == pytest.approx(trained["temperature"], rel=1e-3)
     for row in report["rows"]:
         assert len(row["test"]["class_acc"]) == 10 and 0 <= row["test"]["ece"] <= 1
         assert sum(row["weights"]) == pytest.approx(1)
@@ -71,6 +73,7 @@ def test_ensemble_cli_writes_every_output(runs, tiny_data):
     assert len(report["disagreement"]) == 4 and report["disagreement"][0][0] == 0
     table = (run_dir / "results.md").read_text()
     assert "greedy selection" in table and "Per-class test accuracy" in table and "m3 cnn32" in table
+    assert "m0 cnn s0: flip" in table and "m3 cnn32: none" in table, "the report names each member's TTA"
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["ensemble_method"] == "soft" and metrics["test/acc"] == rows["soft"]["test"]["acc"]
 
@@ -87,6 +90,23 @@ def test_ensemble_cli_writes_every_output(runs, tiny_data):
     assert collect_runs(runs, task="train", sort="test")[0]["test_acc"] == max(
         float(r["test_acc"]) for r in board if r["task"] == "train"
     )
+
+
+def test_members_bring_their_own_tta_and_temperature(runs, tiny_data):
+    """tta=auto (the default): each member is scored as its run scored it, with the temperature its run fitted on
+    the same validation split, so the member rows repeat the runs' own calibrated test figures."""
+    sweep = runs / "train" / "multiruns" / "sweep"
+    overrides = [*ensemble_overrides(tiny_data, runs), f"runs={sweep}/*", "methods=[soft]"]
+    ensemble_run.ensemble(compose_cfg("ensemble", overrides, runs / "recorded"))
+    report = json.loads((runs / "recorded" / "results.json").read_text())
+    assert report["settings"]["tta"] == "flip" and report["settings"]["member_temperatures_recorded"]
+    for i, row in enumerate(report["rows"][:3]):
+        trained = json.loads((sweep / str(i) / "metrics.json").read_text())
+        assert row["temperature"] == trained["temperature"]
+        assert row["test"]["acc"] == pytest.approx(trained["test/acc"], abs=1e-6)
+        assert row["test_ts"]["nll"] == pytest.approx(trained["test/nll"], abs=1e-4)
+        assert row["test_ts"]["ece"] == pytest.approx(trained["test/ece"], abs=1e-4)
+    assert "recorded in the checkpoints" in (runs / "recorded" / "results.md").read_text()
 
 
 def test_fits_do_not_depend_on_the_test_split(runs, tiny_data, monkeypatch):

@@ -75,10 +75,32 @@ def load_members(paths: list[Path], data_checksums: dict | None) -> list[Member]
     return members
 
 
+def member_tta(member: Member, tta: str) -> str:
+    """The test-time augmentation a member is scored with: `auto` = the one its run scored it with (its checkpoint's
+    `scoring`; none when it records none), else `tta`."""
+    return member.model.tta if tta == "auto" else tta
+
+
+def describe_tta(members: list[Member], tta: str) -> str:
+    """'flip' when all members use one TTA, else 'm0 cnn s1: flip, m1 resnet s0: flip+shift'."""
+    modes = [member_tta(m, tta) for m in members]
+    return modes[0] if len(set(modes)) == 1 else ", ".join(f"{m.name}: {t}" for m, t in zip(members, modes, strict=True))
+
+
+def recorded_temperatures(members: list[Member], tta: str) -> torch.Tensor | None:
+    """(M,) the temperatures the members' runs fitted on this validation split under their own TTA, when every
+    member records one and is scored with its own TTA (`tta=auto`); else None, and the ensemble fits them."""
+    temperatures = [(m.model.hparams.scoring or {}).get("temperature") for m in members]
+    if tta != "auto" or any(t is None for t in temperatures):
+        return None
+    return torch.tensor(temperatures, dtype=torch.float64)
+
+
 def predict(
     members: list[Member], images: torch.Tensor, split: str, tta: str, batch_size: int, device: torch.device
 ) -> torch.Tensor:
-    """Each member's logits for uint8 `images` (N, 28, 28): (M, N, C) floats on the CPU, computed once."""
+    """Each member's logits for uint8 `images` (N, 28, 28) under its TTA (`member_tta`): (M, N, C) floats on the
+    CPU, computed once."""
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     outputs = []
     with Progress(*columns) as progress, torch.inference_mode():
@@ -87,7 +109,7 @@ def predict(
             model, logits = member.model.to(device).eval(), []
             for start in range(0, len(images), batch_size):
                 batch = to_unit_float(images[start : start + batch_size].to(device))
-                logits.append(tta_logits(model, batch, tta).float().cpu())
+                logits.append(tta_logits(model, batch, member_tta(member, tta)).float().cpu())
                 progress.advance(task, len(batch))
             outputs.append(torch.cat(logits))
     return torch.stack(outputs)

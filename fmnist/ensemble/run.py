@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from fmnist.data.datamodule import VAL_SPLIT_KEYS
 from fmnist.data.tta import check_tta
 from fmnist.ensemble.combine import Combination, check_methods, fit_combination, fit_temperature
-from fmnist.ensemble.members import load_members, predict
+from fmnist.ensemble.members import describe_tta, load_members, predict, recorded_temperatures
 from fmnist.ensemble.report import build_report, write_outputs
 from fmnist.utils.errors import config_int
 from fmnist.utils.io import expand_runs
@@ -28,12 +28,13 @@ log = logging.getLogger("fmnist")
 
 
 def fit_on_validation(
-    val_log_probs: torch.Tensor, val_labels: torch.Tensor, cfg: DictConfig
+    val_log_probs: torch.Tensor, val_labels: torch.Tensor, cfg: DictConfig, recorded: torch.Tensor | None = None
 ) -> tuple[dict[str, Combination], list[Combination]]:
     """Every fitted choice of the ensemble, from validation predictions (M, N, C) and labels alone: one combination
-    per method, and each member as a one-member combination with its own temperature."""
-    member_temperatures = None
-    if cfg.temperature_scaling or cfg.calibrate_members:
+    per method, and each member as a one-member combination with its own temperature (`recorded`: the ones the
+    members' runs fitted on the same validation split, used as they are)."""
+    member_temperatures = recorded
+    if member_temperatures is None and (cfg.temperature_scaling or cfg.calibrate_members):
         member_temperatures = torch.tensor([fit_temperature(lp, val_labels) for lp in val_log_probs])
     methods = {
         method: fit_combination(
@@ -62,7 +63,8 @@ def resolve_device(name: str) -> torch.device:
 
 
 def ensemble(cfg: DictConfig) -> dict:
-    check_tta(cfg.tta)
+    if cfg.tta != "auto":
+        check_tta(cfg.tta)
     check_methods(list(cfg.methods))
     paths = expand_runs(OmegaConf.to_object(cfg.runs) if OmegaConf.is_list(cfg.runs) else cfg.runs, cfg.checkpoint)
     checksums = OmegaConf.to_object(cfg.data.checksums) if cfg.data.get("checksums") is not None else None
@@ -76,13 +78,15 @@ def ensemble(cfg: DictConfig) -> dict:
         # 1. validation: predict, then fit everything there is to fit
         val_labels = datamodule.val_set.labels
         val_logits = predict(members, datamodule.val_set.images, "val", cfg.tta, batch_size, device)
-        methods, singles = fit_on_validation(val_logits.log_softmax(-1), val_labels, cfg)
+        recorded = recorded_temperatures(members, cfg.tta)
+        methods, singles = fit_on_validation(val_logits.log_softmax(-1), val_labels, cfg, recorded)
 
         # 2. test: predicted once the fits are fixed, scored once
         test_labels = datamodule.test_set.labels
         test_logits = predict(members, datamodule.test_set.images, "test", cfg.tta, batch_size, device)
         val, test = (val_logits.log_softmax(-1), val_labels), (test_logits.log_softmax(-1), test_labels)
         report = build_report(members, methods, singles, val, test, cfg)
+        report["settings"] |= {"tta": describe_tta(members, cfg.tta), "member_temperatures_recorded": recorded is not None}
         metrics = write_outputs(run.dir, report, run.loggers)
         run.finish(metrics)
     best = max(r["test"]["acc"] for r in report["rows"] if r["kind"] == "member")
