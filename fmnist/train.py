@@ -124,7 +124,7 @@ def train(cfg: DictConfig) -> float | None:
         monitored = [c for c in trainer.checkpoint_callbacks if isinstance(c, ModelCheckpoint) and c.monitor]
         best = monitored[0].best_model_path if monitored else ""
         if best:  # temperature and uncertainty threshold of the best weights, fitted on validation (never test)
-            model.hparams.scoring = calibrate_checkpoint(best, model.tta, datamodule.val_dataloader(), trainer)
+            model.hparams.scoring = calibrate_checkpoint(best, model.tta, datamodule.val_set, trainer)
         if cfg.get("test"):
             # the test split, once, with the weights validation chose
             trainer.test(model, datamodule=datamodule, ckpt_path=best or None, weights_only=True)

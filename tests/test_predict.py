@@ -34,13 +34,14 @@ def run_predict(tmp_path: Path, *overrides: str) -> list[dict]:
 
 
 def forward_classes(model_path: Path, images: np.ndarray) -> list[int]:
+    """The classes eval.py scores: the model's recorded test-time augmentation on the data set's tensors."""
     model = load_classifier(model_path)
     with torch.no_grad():
-        return model(torch.from_numpy(images).float().div(255).unsqueeze(1)).argmax(1).tolist()
+        return model.calibrated(torch.from_numpy(images).float().div(255).unsqueeze(1)).argmax(1).tolist()
 
 
 def top1(rows: list[dict]) -> list[int]:
-    return [r["index"] for r in rows if r["rank"] == 1]
+    return [r["index"] for r in rows]
 
 
 # --- preprocessing -----------------------------------------------------------------------------------------------
@@ -57,8 +58,8 @@ def photo(size=(300, 200), box=(20, 30, 110, 170), fill=40, background=235) -> I
 
 
 def test_photo_becomes_centred_light_on_black_28x28():
-    out = prepare(photo(), "photo")
-    assert out.shape == (28, 28) and out.dtype == np.uint8
+    out, applied = prepare(photo(), "photo")
+    assert applied == "photo" and out.shape == (28, 28) and out.dtype == np.uint8
     corners = [out[0, 0], out[0, -1], out[-1, 0], out[-1, -1]]
     assert max(corners) == 0, "the light background became black"
     assert out.max() == 255 and out[14, 14] > 200, "the dark garment became light"
@@ -88,7 +89,7 @@ def test_unevenly_lit_photo_is_cropped_to_the_garment_not_the_light():
 
 def test_photo_on_dark_background_is_not_inverted():
     light_on_dark = 255 - np.asarray(photo().convert("L"))
-    assert np.array_equal(photo_to_fmnist(light_on_dark), prepare(photo(), "photo"))
+    assert np.array_equal(photo_to_fmnist(light_on_dark), prepare(photo(), "photo")[0])
 
 
 def test_preprocess_none_passes_28x28_unchanged(tmp_path, test_images):
@@ -110,12 +111,13 @@ def test_png_predictions_match_forward_on_tensors(model, tmp_path, request, test
     folder.mkdir()
     for i, image in enumerate(images):
         Image.fromarray(image).save(folder / f"{i:03d}.png")
-    rows = run_predict(tmp_path, f"images={folder}", f"ckpt_path={path}", "preprocess=none", "top_k=2",
+    rows = run_predict(tmp_path, f"images={folder}", f"ckpt_path={path}", "top_k=2",
                        f"out={tmp_path / 'preds.json'}", "save_inputs=true")  # fmt: skip
+    assert {r["preprocess"] for r in rows} == {"none"}, "28x28 on black: the photo steps are skipped by themselves"
     assert top1(rows) == forward_classes(path, images)
     if model != "random" and HAVE_REAL_DATA:  # 40 real test images: at 93-95 % accuracy, 2-3 wrong at most
         assert (np.array(top1(rows)) == labels).sum() >= 36
-    saved = json.loads((tmp_path / "preds.json").read_text())
+    saved = json.loads((tmp_path / "preds.json").read_text())["predictions"]
     assert [s["top"][0]["index"] for s in saved] == top1(rows) and len(saved[0]["top"]) == 2
     assert (tmp_path / "run" / "inputs.png").is_file()
 
@@ -127,7 +129,8 @@ def test_npy_and_idx_inputs(tmp_path, random_ckpt, test_images):
     rows = run_predict(tmp_path, f"images=[{tmp_path / 'x.npy'},{tmp_path / 'x-idx3-ubyte.gz'}]",
                        f"ckpt_path={random_ckpt}", "top_k=1", f"out={tmp_path / 'p.csv'}")  # fmt: skip
     assert top1(rows) == forward_classes(random_ckpt, images) * 2
-    assert (tmp_path / "p.csv").read_text().splitlines()[1].startswith(f"{tmp_path / 'x.npy'}[0],1,")
+    first = (tmp_path / "p.csv").read_text().splitlines()[1]
+    assert first.startswith(f"{tmp_path / 'x.npy'}[0],{rows[0]['class']},{rows[0]['index']},")
 
 
 def test_folder_skips_bad_files_and_predicts_the_rest(tmp_path, random_ckpt, caplog):
@@ -138,7 +141,7 @@ def test_folder_skips_bad_files_and_predicts_the_rest(tmp_path, random_ckpt, cap
     (folder / "cut.png").write_bytes(png_bytes()[:-200])
     with caplog.at_level(logging.WARNING, logger="fmnist"):
         rows = run_predict(tmp_path, f"images={folder}", f"ckpt_path={random_ckpt}")
-    assert {r["input"] for r in rows} == {str(folder / "good.jpg")}
+    assert {r["file"] for r in rows} == {str(folder / "good.jpg")}
     assert "notes.txt" in caplog.text and "cut.png" in caplog.text
 
 

@@ -84,7 +84,9 @@ def member_tta(member: Member, tta: str) -> str:
 def describe_tta(members: list[Member], tta: str) -> str:
     """'flip' when all members use one TTA, else 'm0 cnn s1: flip, m1 resnet s0: flip+shift'."""
     modes = [member_tta(m, tta) for m in members]
-    return modes[0] if len(set(modes)) == 1 else ", ".join(f"{m.name}: {t}" for m, t in zip(members, modes, strict=True))
+    if len(set(modes)) == 1:
+        return modes[0]
+    return ", ".join(f"{m.name}: {t}" for m, t in zip(members, modes, strict=True))
 
 
 def recorded_temperatures(members: list[Member], tta: str) -> torch.Tensor | None:

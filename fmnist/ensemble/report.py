@@ -101,8 +101,11 @@ def markdown_table(report: dict[str, Any]) -> str:
         f"{s['n_val']} validation images (val_size={s['split']['val_size']}, split_seed={s['split']['split_seed']}) "
         f"fit weights, selection and temperatures; {s['n_test']} test images scored once. TTA: {s['tta']}. "
         + ("Members are combined after their own temperature (calibrate_members). " if s["calibrate_members"] else "")
-        + ("Member temperatures: the ones their runs fitted on this validation split (recorded in the checkpoints). "
-           if s.get("member_temperatures_recorded") else "")
+        + (
+            "Member temperatures: the ones their runs fitted on this validation split (recorded in the checkpoints). "
+            if s.get("member_temperatures_recorded")
+            else ""
+        )
         + "Hard voting gives vote shares, not probabilities: no NLL."
     )
     return "\n".join(["# Ensemble", "", *lines, "", note, ""])

@@ -86,7 +86,8 @@ def ensemble(cfg: DictConfig) -> dict:
         test_logits = predict(members, datamodule.test_set.images, "test", cfg.tta, batch_size, device)
         val, test = (val_logits.log_softmax(-1), val_labels), (test_logits.log_softmax(-1), test_labels)
         report = build_report(members, methods, singles, val, test, cfg)
-        report["settings"] |= {"tta": describe_tta(members, cfg.tta), "member_temperatures_recorded": recorded is not None}
+        report["settings"]["tta"] = describe_tta(members, cfg.tta)
+        report["settings"]["member_temperatures_recorded"] = recorded is not None
         metrics = write_outputs(run.dir, report, run.loggers)
         run.finish(metrics)
     best = max(r["test"]["acc"] for r in report["rows"] if r["kind"] == "member")

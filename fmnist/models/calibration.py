@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +65,12 @@ def uncertainty_threshold(logits: torch.Tensor, temperature: float, quantile: fl
     return float(torch.quantile(confidence(logits, temperature), quantile))
 
 
+def batches(images: torch.Tensor, labels: torch.Tensor, size: int = 1024) -> Iterator[tuple[torch.Tensor, ...]]:
+    """(images, labels) in batches of `size`, in order: the whole split in every process (no sampler)."""
+    for start in range(0, len(labels), size):
+        yield images[start : start + size], labels[start : start + size]
+
+
 @torch.no_grad()
 def logits_and_labels(
     model: torch.nn.Module,
@@ -100,16 +106,16 @@ def fit_scoring(
     }
 
 
-def calibrate_checkpoint(path: str | Path, tta: str, val_batches: Iterable, trainer: pl.Trainer) -> dict[str, Any]:
+def calibrate_checkpoint(path: str | Path, tta: str, val_set: Any, trainer: pl.Trainer) -> dict[str, Any]:
     """`fit_scoring` on a training run's best checkpoint: its validation logits under the test's `tta`, on the
-    trainer's device and precision; the record is written into the checkpoint's hyperparameters (`scoring`), so
-    eval, export, ensembles and predict score the model as the run did. Every process of a multi-process run
-    computes the same record on the whole validation split; the first one writes it."""
+    trainer's device and precision (`val_set`: .images and .labels). The record is written into the checkpoint's
+    hyperparameters (`scoring`), so eval, export, ensembles and predict score the model as the run did. Every
+    process of a multi-process run computes the same record on the whole validation split; the first one writes it."""
     checkpoint = read_classifier_checkpoint(path)
     device = trainer.strategy.root_device
     model = Classifier.load_from_checkpoint(path, map_location=device, weights_only=True).eval()
     context = trainer.precision_plugin.test_step_context
-    logits, labels = logits_and_labels(model, val_batches, tta, device, context)
+    logits, labels = logits_and_labels(model, batches(val_set.images, val_set.labels), tta, device, context)
     scoring = fit_scoring(logits, labels, tta, precision=str(trainer.precision))
     if trainer.is_global_zero:
         checkpoint["hyper_parameters"]["scoring"] = scoring

@@ -6,10 +6,14 @@ Normalisation is inside the model. A JSON sidecar (<out>.json) carries the class
 the preprocessing that turns a photo into such an input. The exported model is checked against PyTorch
 (onnxruntime for ONNX) on random and blank inputs at two batch sizes before the files are kept.
 `safetensors` writes the pickle-free form that predict.py loads (models/fmnist_cnn.safetensors is one).
+The model's `scoring` (TTA, temperature and uncertainty threshold fitted on validation, fmnist.models.calibration)
+goes into the sidecar and, for safetensors, into the file; `calibrate=true` fits it again on the model's validation
+split first (a model from before runs recorded it).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -18,12 +22,15 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch import nn
 
 from fmnist.data.datamodule import SPLIT_KEYS
+from fmnist.data.tta import check_tta
+from fmnist.models.calibration import batches, fit_scoring, logits_and_labels
 from fmnist.models.classifier import Classifier, normalise
-from fmnist.predict.model import SPLIT_KEY, load_classifier, load_safetensors, save_safetensors
+from fmnist.predict.model import SOURCE_KEY, SPLIT_KEY, load_classifier, load_safetensors, save_safetensors
 from fmnist.predict.preprocess import BACKGROUND_TOLERANCE
 from fmnist.utils.errors import UserError
 from fmnist.utils.io import atomic_path, read_classifier_checkpoint
@@ -118,12 +125,22 @@ def checkpoint_label(path: str | Path) -> str:
     return str(Path(*parts[-4:])) if path.parent.name == "checkpoints" else path.name
 
 
+def source_label(cfg: DictConfig) -> str:
+    """checkpoint_label, or for a .safetensors re-exported (e.g. calibrated) the source its own sidecar names."""
+    path = Path(cfg.ckpt_path)
+    previous = path.with_suffix(".json")
+    if path.suffix == ".safetensors" and previous.is_file():
+        with contextlib.suppress(ValueError, KeyError, TypeError):
+            return str(json.loads(previous.read_text())["source_checkpoint"])
+    return checkpoint_label(path)
+
+
 def sidecar(model: Classifier, cfg: DictConfig, out: Path, diff: float | None) -> dict:
     return {
         "format": cfg.format,
         "model_file": out.name,
         "sha256": hashlib.sha256(out.read_bytes()).hexdigest(),
-        "source_checkpoint": checkpoint_label(cfg.ckpt_path),
+        "source_checkpoint": source_label(cfg),
         "class_names": list(model.hparams.class_names),
         "input": {
             "name": "images",
@@ -133,7 +150,13 @@ def sidecar(model: Classifier, cfg: DictConfig, out: Path, diff: float | None) -
             "layout": "NCHW grayscale; 0 = background: a light object on black, like Fashion-MNIST",
             "normalisation": f"inside the model: (x - {model.hparams.mean}) / {model.hparams.std}",
         },
-        "output": {"name": "logits", "shape": ["batch", len(model.hparams.class_names)], "softmax": "not applied"},
+        "output": {
+            "name": "logits",
+            "shape": ["batch", len(model.hparams.class_names)],
+            "softmax": "not applied; calibrated probabilities: softmax(logits / scoring.temperature), averaged over "
+            "scoring.tta's views (none | flip: the image and its mirror | flip+shift: also 1-px shifts) before it",
+        },
+        "scoring": model.hparams.scoring,  # fitted on validation; uncertain: top probability < uncertain_below
         "preprocessing": {
             "reference": "Xiao et al. 2017, arXiv:1708.07747 section 2; fmnist/predict/preprocess.py photo_to_fmnist",
             "steps": [
@@ -152,12 +175,41 @@ def sidecar(model: Classifier, cfg: DictConfig, out: Path, diff: float | None) -
     }
 
 
+def trained_split(cfg: DictConfig, model: Classifier) -> dict:
+    """The data settings (SPLIT_KEYS) the model was trained with: a .ckpt's datamodule hyperparameters, or what a
+    .safetensors file records; empty when unknown."""
+    if Path(cfg.ckpt_path).suffix == ".safetensors":
+        return dict(getattr(model, "trained_split", {}) or {})
+    trained_with = read_classifier_checkpoint(cfg.ckpt_path).get("datamodule_hyper_parameters") or {}
+    return {k: trained_with[k] for k in SPLIT_KEYS if k in trained_with}
+
+
+def calibrate(cfg: DictConfig, model: Classifier, split: dict) -> dict:
+    """Fit the model's `scoring` on its validation split (fp32 on the CPU), under `tta` (auto: its recorded one).
+    Returns the split used (the data config's when the model records none)."""
+    tta = model.tta if cfg.tta == "auto" else check_tta(cfg.tta)
+    if not split:
+        split = {k: cfg.data[k] for k in SPLIT_KEYS}
+        log.warning(f"{cfg.ckpt_path} does not record its training split; calibrating on the data config's {split}.")
+    datamodule = instantiate(cfg.data, **split)
+    datamodule.setup("validate")
+    val = datamodule.val_set
+    logits, labels = logits_and_labels(model.eval(), batches(val.images, val.labels), tta)
+    model.hparams.scoring = fit_scoring(logits, labels, tta, precision="32-true")
+    model.tta = tta
+    log.info(f"calibrated on {len(labels)} validation images: {model.hparams.scoring}")
+    return split
+
+
 def export(cfg: DictConfig) -> dict:
     if cfg.format not in FORMATS:
         raise UserError(f"format={cfg.format}: choose from {', '.join(FORMATS)}.")
     setup_runtime(cfg)
     # safetensors keeps the model as trained (channels_last included); the traced formats use the plain layout
     model = load_classifier(cfg.ckpt_path) if cfg.format == "safetensors" else plain_model(cfg.ckpt_path)
+    split = trained_split(cfg, model)
+    if cfg.get("calibrate"):
+        split = calibrate(cfg, model, split)
     out = Path(cfg.out) if cfg.out else Path(cfg.paths.output_dir) / (Path(cfg.ckpt_path).stem + FORMATS[cfg.format])
     if out.suffix != FORMATS[cfg.format]:  # else out=model.json would be overwritten by its own sidecar
         raise UserError(f"out={out}: a {cfg.format} model file must end in {FORMATS[cfg.format]}.")
@@ -168,10 +220,9 @@ def export(cfg: DictConfig) -> dict:
     elif cfg.format == "torchscript":
         diff = export_torchscript(model, out)
     else:
-        extra = {"fmnist.source": Path(cfg.ckpt_path).name}
-        if Path(cfg.ckpt_path).suffix != ".safetensors":  # the split it was selected on, for eval.py splits=[val]
-            trained_with = read_classifier_checkpoint(cfg.ckpt_path).get("datamodule_hyper_parameters") or {}
-            extra[SPLIT_KEY] = json.dumps({k: trained_with[k] for k in SPLIT_KEYS if k in trained_with})
+        extra = {SOURCE_KEY: getattr(model, "source", None) or Path(cfg.ckpt_path).name}  # a re-export keeps it
+        if split:  # the split it was selected (and calibrated) on, for eval.py splits=[val]
+            extra[SPLIT_KEY] = json.dumps(split)
         with atomic_path(out) as tmp:  # checked before it replaces `out`: a file that fails parity is not kept
             save_safetensors(model, tmp, extra=extra)
             diff = parity(model, load_safetensors(tmp))

@@ -50,6 +50,7 @@ class Item:
 
     name: str
     pixels: np.ndarray
+    preprocess: str = "none"  # what was applied: photo | none (arrays are already in the data set's form)
 
 
 def sniff(path: Path) -> str | None:
@@ -149,7 +150,7 @@ def read_items(path: Path, preprocess: str) -> list[Item]:
     if kind in IMAGE_FORMATS:
         image = open_image(path)
         try:
-            return [Item(str(path), prepare(image, preprocess))]
+            return [Item(str(path), *prepare(image, preprocess))]
         except UserError as e:
             raise DataError(f"{path} {e}") from e
     if kind == "NPY":

@@ -21,6 +21,7 @@ from fmnist.utils.io import atomic_path, check_targets, read_classifier_checkpoi
 
 HPARAMS_KEY = "fmnist.hparams"
 SPLIT_KEY = "fmnist.split"  # JSON of the data settings the model was trained with (SPLIT_KEYS), when known
+SOURCE_KEY = "fmnist.source"  # the file name of the checkpoint it was exported from
 FORMAT_KEY = "fmnist.format"
 FORMAT = "fmnist-classifier-v1"
 
@@ -64,6 +65,7 @@ def load_safetensors(path: str | Path) -> Classifier:
         raise CheckpointError(f"{path}: its {HPARAMS_KEY} metadata is not valid JSON ({e}).") from e
     model = build(hparams, state_dict, path)
     model.trained_split = json.loads(metadata.get(SPLIT_KEY, "{}"))
+    model.source = metadata.get(SOURCE_KEY)  # the checkpoint it was exported from, when recorded
     return model
 
 

@@ -1,4 +1,8 @@
-"""Writing prediction results: CSV/JSON tables and the PNG grid of what the model saw (atomic writes)."""
+"""Writing prediction results: CSV/JSON tables and the PNG grid of what the model saw (atomic writes).
+
+`wide` (the default): one row per image, as timm's inference.py writes them: file, top-1 class and probability,
+then the other top-k classes and probabilities, the `uncertain` flag and the preprocessing applied. `long`: one row
+per (image, rank), the earlier format. JSON keeps the same fields and adds how the model scored (`scoring`)."""
 
 from __future__ import annotations
 
@@ -12,22 +16,45 @@ from PIL import Image, ImageDraw, ImageFont
 
 from fmnist.utils.io import atomic_path
 
+FORMATS = ("wide", "long")  # cfg.format
 
-def write_predictions(path: Path, rows: list[dict]) -> None:
-    """rows: {"input", "rank", "class", "index", "probability"} per (image, rank); .csv or .json by suffix."""
+
+def wide_columns(top_k: int) -> list[str]:
+    """file, class, index, probability, class_2, probability_2, ..., uncertain, preprocess."""
+    ranked = [c for rank in range(2, top_k + 1) for c in (f"class_{rank}", f"probability_{rank}")]
+    return ["file", "class", "index", "probability", *ranked, "uncertain", "preprocess"]
+
+
+def wide_row(row: dict) -> dict:
+    """A prediction (task.py's row: top-1 fields plus `top`, a list of {class, index, probability}) as CSV cells."""
+    cells = {k: row[k] for k in ("file", "class", "index", "probability", "preprocess")}
+    for rank, top in enumerate(row["top"][1:], start=2):
+        cells |= {f"class_{rank}": top["class"], f"probability_{rank}": top["probability"]}
+    cells["uncertain"] = "" if row["uncertain"] is None else str(row["uncertain"]).lower()  # "" = no threshold
+    return cells
+
+
+def long_rows(rows: list[dict]) -> list[dict]:
+    """{"input", "rank", "class", "index", "probability"} per (image, rank)."""
+    return [{"input": row["file"], "rank": rank, **top} for row in rows for rank, top in enumerate(row["top"], 1)]
+
+
+def write_predictions(path: Path, rows: list[dict], layout: str = "wide", scoring: dict | None = None) -> None:
+    """`rows` (one per image, from task.py) to .csv or .json by the suffix, in the `wide` or `long` layout."""
+    top_k = len(rows[0]["top"]) if rows else 1
     with atomic_path(path) as tmp:
-        if path.suffix == ".json":
-            by_input: dict[str, list[dict]] = {}
-            for row in rows:
-                top = {k: row[k] for k in ("class", "index", "probability")}
-                by_input.setdefault(row["input"], []).append(top)
-            data = [{"input": name, "top": top} for name, top in by_input.items()]
+        if path.suffix == ".json" and layout == "long":
+            data = [{"input": row["file"], "top": row["top"]} for row in rows]
             tmp.write_text(json.dumps(data, indent=2) + "\n")
+        elif path.suffix == ".json":
+            tmp.write_text(json.dumps({"scoring": scoring or {}, "predictions": rows}, indent=2) + "\n")
         else:
+            table = long_rows(rows) if layout == "long" else [wide_row(row) for row in rows]
+            names = ["input", "rank", "class", "index", "probability"] if layout == "long" else wide_columns(top_k)
             with open(tmp, "w", newline="") as f:
-                writer = csv.DictWriter(f, fieldnames=["input", "rank", "class", "index", "probability"])
+                writer = csv.DictWriter(f, fieldnames=names)
                 writer.writeheader()
-                writer.writerows(rows)
+                writer.writerows(table)
 
 
 def save_grid(path: Path, pixels: list[np.ndarray], captions: list[str], scale: int = 4, columns: int = 8) -> None:

@@ -17,7 +17,7 @@ from PIL import Image, ImageOps
 from fmnist.utils.errors import DataError
 
 SIZE = 28
-MODES = ("photo", "none")  # cfg.preprocess
+MODES = ("auto", "photo", "none")  # cfg.preprocess
 BACKGROUND_TOLERANCE = 0.05  # a pixel within 5 % of the intensity range of the background is background (Xiao et al.)
 
 
@@ -126,11 +126,24 @@ def unchanged(gray: np.ndarray, size: int = SIZE) -> np.ndarray:
     return gray
 
 
-def prepare(image: Image.Image, mode: str) -> np.ndarray:
-    """A PIL image -> the (28, 28) uint8 array the model sees, by `mode` (one of MODES)."""
+def looks_like_fmnist(gray: np.ndarray, size: int = SIZE) -> bool:
+    """Already in the data set's form: size x size, and a dark background (the median border pixel within
+    BACKGROUND_TOLERANCE of black; Fashion-MNIST's borders are 0). The photo steps would crop and re-stretch it
+    again and cost accuracy (docs/predict.md)."""
+    return gray.shape == (size, size) and float(np.median(border_pixels(gray))) <= BACKGROUND_TOLERANCE * 255
+
+
+def resolve_mode(gray: np.ndarray, mode: str) -> str:
+    """`auto` -> `none` for an image that looks_like_fmnist, else `photo`; other modes unchanged."""
+    if mode not in MODES:
+        raise ValueError(f"unknown preprocess mode {mode!r}; choose from {', '.join(MODES)}")
+    if mode == "auto":
+        return "none" if looks_like_fmnist(gray) else "photo"
+    return mode
+
+
+def prepare(image: Image.Image, mode: str) -> tuple[np.ndarray, str]:
+    """A PIL image -> the (28, 28) uint8 array the model sees, by `mode` (one of MODES), and the mode applied."""
     gray = to_grayscale(image)
-    if mode == "photo":
-        return photo_to_fmnist(gray)
-    if mode == "none":
-        return unchanged(gray)
-    raise ValueError(f"unknown preprocess mode {mode!r}; choose from {', '.join(MODES)}")
+    applied = resolve_mode(gray, mode)
+    return (photo_to_fmnist(gray) if applied == "photo" else unchanged(gray)), applied

@@ -1,9 +1,12 @@
 """`python predict.py images=<file, folder or glob>`: classify images with a trained model.
 
-Each input becomes the 28x28 uint8 image the model sees (fmnist.predict.images, fmnist.predict.preprocess), the
-batch goes through Classifier.forward as floats in [0, 1], and the top-k classes with their probabilities are
-printed as a table and, with out=preds.csv|.json, written atomically. A file named directly must be readable
-(else one message and exit 2); a bad file found in a folder or by a glob is reported and skipped.
+Each input becomes the 28x28 uint8 image the model sees (fmnist.predict.images, fmnist.predict.preprocess; images
+already in the data set's form skip the photo steps), the batch is scored as the model records (`scoring`: its
+test-time augmentation and the temperature fitted on validation, Classifier.calibrated), and the top-k classes
+with their calibrated probabilities are printed as a table and, with out=preds.csv|.json, written atomically, one
+row per image. `uncertain` flags a top probability below the model's validation threshold (an input unlike the
+training data, or a hard one). A file named directly must be readable (else one message and exit 2); a bad file
+found in a folder or by a glob is reported and skipped.
 """
 
 from __future__ import annotations
@@ -18,9 +21,11 @@ from PIL import Image
 from rich.console import Console
 from rich.table import Table
 
+from fmnist.data.tta import check_tta
+from fmnist.models.classifier import Classifier
 from fmnist.predict.images import Item, expand, read_items
 from fmnist.predict.model import load_classifier
-from fmnist.predict.output import save_grid, write_predictions
+from fmnist.predict.output import FORMATS, save_grid, write_predictions
 from fmnist.predict.preprocess import MODES
 from fmnist.utils.errors import DataError, UserError, config_int
 from fmnist.utils.runtime import setup_runtime
@@ -36,6 +41,12 @@ def check_config(cfg: DictConfig) -> None:
         raise UserError(f"top_k={cfg.top_k} must be between 1 and 10 (the number of classes).")
     if cfg.out and Path(cfg.out).suffix not in (".csv", ".json"):
         raise UserError(f"out={cfg.out}: name a .csv or .json file.")
+    if cfg.format not in FORMATS:
+        raise UserError(f"format={cfg.format}: choose wide (one row per image) or long (one row per class and image).")
+    if cfg.tta != "auto":
+        check_tta(cfg.tta)
+    if cfg.uncertain_below not in ("auto", None) and not isinstance(cfg.uncertain_below, int | float):
+        raise UserError(f"uncertain_below={cfg.uncertain_below}: a probability (e.g. 0.5), auto or null.")
     if cfg.get("max_image_pixels") is not None:
         config_int(cfg, "max_image_pixels", minimum=1)  # or null for Pillow's default
 
@@ -58,31 +69,54 @@ def gather(cfg: DictConfig) -> tuple[list[Item], list[tuple[Path, str]]]:
     return items, skipped
 
 
+def scoring_of(model: Classifier, cfg: DictConfig) -> dict:
+    """How predictions are scored: the model's recorded TTA, temperature and threshold unless overridden."""
+    recorded = model.hparams.scoring or {}
+    model.tta = model.tta if cfg.tta == "auto" else cfg.tta
+    threshold = recorded.get("uncertain_below") if cfg.uncertain_below == "auto" else cfg.uncertain_below
+    if cfg.uncertain_below == "auto" and threshold is None:
+        log.warning(f"{cfg.ckpt_path} records no uncertainty threshold (trained before runs fitted one): the "
+                    "uncertain column stays empty. Fit one: python export.py ckpt_path=<it> format=safetensors "
+                    "calibrate=true, or set uncertain_below=<probability>.")  # fmt: skip
+    return {"tta": model.tta, "temperature": model.temperature, "uncertain_below": threshold}
+
+
 @torch.inference_mode()
-def classify(model, items: list[Item], top_k: int, batch_size: int = 512) -> tuple[torch.Tensor, torch.Tensor]:
-    """(probabilities, class indices), each (N, top_k), best first."""
+def classify(model: Classifier, items: list[Item], top_k: int, batch_size: int = 512) -> tuple[torch.Tensor, ...]:
+    """(probabilities, class indices), each (N, top_k), best first: calibrated (Classifier.calibrated)."""
     pixels = torch.from_numpy(np.stack([item.pixels for item in items]))
     probs = []
     for start in range(0, len(pixels), batch_size):
         batch = pixels[start : start + batch_size].float().div(255).unsqueeze(1)  # (B, 1, 28, 28) in [0, 1]
-        probs.append(model(batch).float().softmax(1))
+        probs.append(model.calibrated(batch).softmax(1))
     return torch.cat(probs).topk(top_k, dim=1)
 
 
-def show(items: list[Item], top_p: torch.Tensor, top_i: torch.Tensor, names: list[str], source: str) -> None:
-    table = Table(title=f"Predictions · {source}", title_justify="left")
+def describe(name: str, scoring: dict) -> str:
+    """'fmnist_resnet.safetensors · tta flip+shift · temperature 0.665 · uncertain below 52.3 %'."""
+    threshold = scoring["uncertain_below"]
+    flag = f"uncertain below {threshold:.1%}" if threshold is not None else "no uncertainty threshold"
+    return f"{name} · tta {scoring['tta']} · temperature {scoring['temperature']:.3f} · {flag}"
+
+
+def show(rows: list[dict], title: str) -> None:
+    table = Table(title=f"Predictions · {title}", title_justify="left")
     table.add_column("input", overflow="fold")
-    for rank in range(top_p.shape[1]):
+    for rank in range(len(rows[0]["top"])):
         table.add_column("class" if rank == 0 else f"#{rank + 1}")
-    for item, p, i in zip(items, top_p.tolist(), top_i.tolist(), strict=True):
-        table.add_row(item.name, *(f"{names[c]} {q:.1%}" for c, q in zip(i, p, strict=True)))
+    table.add_column("uncertain")
+    for row in rows:
+        flag = {True: "uncertain", False: "", None: "–"}[row["uncertain"]]
+        table.add_row(row["file"], *(f"{t['class']} {t['probability']:.1%}" for t in row["top"]), flag)
     Console(width=max(100, Console().width)).print(table)
 
 
 def predict(cfg: DictConfig) -> list[dict]:
+    """One row per readable input: file, class, index, probability, top (the top-k), uncertain, preprocess."""
     check_config(cfg)
     setup_runtime(cfg)
     model = load_classifier(cfg.ckpt_path)
+    scoring = scoring_of(model, cfg)
     default_limit = Image.MAX_IMAGE_PIXELS
     try:
         if cfg.get("max_image_pixels") is not None:
@@ -92,25 +126,27 @@ def predict(cfg: DictConfig) -> list[dict]:
         Image.MAX_IMAGE_PIXELS = default_limit
     names = list(model.hparams.class_names)
     top_p, top_i = classify(model, items, int(cfg.top_k))
-    show(items, top_p, top_i, names, Path(cfg.ckpt_path).name)
-    rows = [
-        {"input": item.name, "rank": rank + 1, "class": names[c], "index": c, "probability": round(q, 6)}
-        for item, p, i in zip(items, top_p.tolist(), top_i.tolist(), strict=True)
-        for rank, (c, q) in enumerate(zip(i, p, strict=True))
-    ]
+    threshold = scoring["uncertain_below"]
+    rows = []
+    for item, p, i in zip(items, top_p.tolist(), top_i.tolist(), strict=True):
+        top = [{"class": names[c], "index": c, "probability": round(q, 6)} for c, q in zip(i, p, strict=True)]
+        uncertain = None if threshold is None else bool(p[0] < threshold)
+        rows.append({"file": item.name, **top[0], "top": top, "uncertain": uncertain, "preprocess": item.preprocess})
+    title = describe(Path(cfg.ckpt_path).name, scoring)
+    show(rows, title)
+    flagged = sum(bool(r["uncertain"]) for r in rows)
+    log.info(f"{len(rows)} images · {title} · {flagged} uncertain")
     if cfg.out:
-        write_predictions(Path(cfg.out), rows)
-        log.info(f"predictions written to {cfg.out}")
+        write_predictions(Path(cfg.out), rows, cfg.format, scoring | {"model": str(cfg.ckpt_path)})
+        log.info(f"predictions written to {cfg.out} ({cfg.format})")
     if cfg.save_inputs:
         run_dir = Path(cfg.paths.output_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
-        captions = [
-            f"{Path(it.name).name[:10]}: {names[c][:7]}" for it, c in zip(items, top_i[:, 0].tolist(), strict=True)
-        ]
+        captions = [f"{Path(r['file']).name[:10]}: {r['class'][:7]}" for r in rows]
         save_grid(run_dir / "inputs.png", [item.pixels for item in items], captions)
         log.info(f"what the model saw: {run_dir / 'inputs.png'}")
     if skipped:
-        log.warning(f"{len(skipped)} of {len(skipped) + len(set(r['input'] for r in rows))} inputs skipped")
+        log.warning(f"{len(skipped)} of {len(skipped) + len(set(r['file'] for r in rows))} inputs skipped")
     return rows
 
 
