@@ -12,7 +12,7 @@ import torch
 from safetensors import safe_open
 
 from fmnist.data import FashionMNISTDataModule
-from fmnist.models.calibration import batches, confidence, fit_temperature, logits_and_labels
+from fmnist.models.calibration import batches, energy, fit_temperature, logits_and_labels
 from fmnist.models.classifier import Classifier
 from fmnist.predict.export import export
 from fmnist.utils.runtime import report_user_errors
@@ -56,7 +56,7 @@ def test_temperature_and_threshold_come_from_validation(trained, tiny_data):
     assert temperature == pytest.approx(scoring["temperature"], abs=1e-5)
     nll = torch.nn.functional.cross_entropy
     assert nll(logits / temperature, labels) < nll(logits, labels)
-    share = (confidence(logits, temperature) < scoring["uncertain_below"]).double().mean().item()
+    share = (energy(logits, temperature) > scoring["uncertain_above"]).double().mean().item()
     assert share <= scoring["uncertain_quantile"] and scoring["val_images"] == 100
     metrics = json.loads((trained / "metrics.json").read_text())
     assert metrics["test/nll"] != metrics["test/nll_raw"] and metrics["test/ece"] != metrics["test/ece_raw"]

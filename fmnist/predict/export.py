@@ -156,7 +156,7 @@ def sidecar(model: Classifier, cfg: DictConfig, out: Path, diff: float | None) -
             "softmax": "not applied; calibrated probabilities: softmax(logits / scoring.temperature), averaged over "
             "scoring.tta's views (none | flip: the image and its mirror | flip+shift: also 1-px shifts) before it",
         },
-        "scoring": model.hparams.scoring,  # fitted on validation; uncertain: top probability < uncertain_below
+        "scoring": model.hparams.scoring,  # fitted on validation; uncertain: -logsumexp(logits / T) > uncertain_above
         "preprocessing": {
             "reference": "Xiao et al. 2017, arXiv:1708.07747 section 2; fmnist/predict/preprocess.py photo_to_fmnist",
             "steps": [

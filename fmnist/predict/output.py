@@ -1,8 +1,9 @@
 """Writing prediction results: CSV/JSON tables and the PNG grid of what the model saw (atomic writes).
 
 `wide` (the default): one row per image, as timm's inference.py writes them: file, top-1 class and probability,
-then the other top-k classes and probabilities, the `uncertain` flag and the preprocessing applied. `long`: one row
-per (image, rank), the earlier format. JSON keeps the same fields and adds how the model scored (`scoring`)."""
+then the other top-k classes and probabilities, the `uncertain` flag with its energy score, and the preprocessing.
+`long`: one row per (image, rank), the earlier format. JSON keeps the same fields and adds how the model scored
+(`scoring`)."""
 
 from __future__ import annotations
 
@@ -20,14 +21,14 @@ FORMATS = ("wide", "long")  # cfg.format
 
 
 def wide_columns(top_k: int) -> list[str]:
-    """file, class, index, probability, class_2, probability_2, ..., uncertain, preprocess."""
+    """file, class, index, probability, class_2, probability_2, ..., uncertain, energy, preprocess."""
     ranked = [c for rank in range(2, top_k + 1) for c in (f"class_{rank}", f"probability_{rank}")]
-    return ["file", "class", "index", "probability", *ranked, "uncertain", "preprocess"]
+    return ["file", "class", "index", "probability", *ranked, "uncertain", "energy", "preprocess"]
 
 
 def wide_row(row: dict) -> dict:
     """A prediction (task.py's row: top-1 fields plus `top`, a list of {class, index, probability}) as CSV cells."""
-    cells = {k: row[k] for k in ("file", "class", "index", "probability", "preprocess")}
+    cells = {k: row[k] for k in ("file", "class", "index", "probability", "energy", "preprocess")}
     for rank, top in enumerate(row["top"][1:], start=2):
         cells |= {f"class_{rank}": top["class"], f"probability_{rank}": top["probability"]}
     cells["uncertain"] = "" if row["uncertain"] is None else str(row["uncertain"]).lower()  # "" = no threshold

@@ -4,9 +4,9 @@ Each input becomes the 28x28 uint8 image the model sees (fmnist.predict.images, 
 already in the data set's form skip the photo steps), the batch is scored as the model records (`scoring`: its
 test-time augmentation and the temperature fitted on validation, Classifier.calibrated), and the top-k classes
 with their calibrated probabilities are printed as a table and, with out=preds.csv|.json, written atomically, one
-row per image. `uncertain` flags a top probability below the model's validation threshold (an input unlike the
-training data, or a hard one). A file named directly must be readable (else one message and exit 2); a bad file
-found in a folder or by a glob is reported and skipped.
+row per image. `uncertain` flags an energy score (-logsumexp of the calibrated logits) above the model's
+validation threshold: an input unlike the training data, or a hard one (fmnist.models.calibration). A file named
+directly must be readable (else one message and exit 2); a bad file in a folder or glob is reported and skipped.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from rich.console import Console
 from rich.table import Table
 
 from fmnist.data.tta import check_tta
+from fmnist.models.calibration import energy
 from fmnist.models.classifier import Classifier
 from fmnist.predict.images import Item, expand, read_items
 from fmnist.predict.model import load_classifier
@@ -45,8 +46,8 @@ def check_config(cfg: DictConfig) -> None:
         raise UserError(f"format={cfg.format}: choose wide (one row per image) or long (one row per class and image).")
     if cfg.tta != "auto":
         check_tta(cfg.tta)
-    if cfg.uncertain_below not in ("auto", None) and not isinstance(cfg.uncertain_below, int | float):
-        raise UserError(f"uncertain_below={cfg.uncertain_below}: a probability (e.g. 0.5), auto or null.")
+    if cfg.uncertain_above not in ("auto", None) and not isinstance(cfg.uncertain_above, int | float):
+        raise UserError(f"uncertain_above={cfg.uncertain_above}: an energy score (e.g. -2.5), auto or null.")
     if cfg.get("max_image_pixels") is not None:
         config_int(cfg, "max_image_pixels", minimum=1)  # or null for Pillow's default
 
@@ -73,29 +74,31 @@ def scoring_of(model: Classifier, cfg: DictConfig) -> dict:
     """How predictions are scored: the model's recorded TTA, temperature and threshold unless overridden."""
     recorded = model.hparams.scoring or {}
     model.tta = model.tta if cfg.tta == "auto" else cfg.tta
-    threshold = recorded.get("uncertain_below") if cfg.uncertain_below == "auto" else cfg.uncertain_below
-    if cfg.uncertain_below == "auto" and threshold is None:
+    threshold = recorded.get("uncertain_above") if cfg.uncertain_above == "auto" else cfg.uncertain_above
+    if cfg.uncertain_above == "auto" and threshold is None:
         log.warning(f"{cfg.ckpt_path} records no uncertainty threshold (trained before runs fitted one): the "
                     "uncertain column stays empty. Fit one: python export.py ckpt_path=<it> format=safetensors "
-                    "calibrate=true, or set uncertain_below=<probability>.")  # fmt: skip
-    return {"tta": model.tta, "temperature": model.temperature, "uncertain_below": threshold}
+                    "calibrate=true, or set uncertain_above=<energy>.")  # fmt: skip
+    return {"tta": model.tta, "temperature": model.temperature, "uncertain_above": threshold}
 
 
 @torch.inference_mode()
 def classify(model: Classifier, items: list[Item], top_k: int, batch_size: int = 512) -> tuple[torch.Tensor, ...]:
-    """(probabilities, class indices), each (N, top_k), best first: calibrated (Classifier.calibrated)."""
+    """(probabilities, class indices), each (N, top_k), best first, calibrated (Classifier.calibrated), and the
+    (N,) energy scores of the calibrated logits."""
     pixels = torch.from_numpy(np.stack([item.pixels for item in items]))
-    probs = []
+    logits = []
     for start in range(0, len(pixels), batch_size):
         batch = pixels[start : start + batch_size].float().div(255).unsqueeze(1)  # (B, 1, 28, 28) in [0, 1]
-        probs.append(model.calibrated(batch).softmax(1))
-    return torch.cat(probs).topk(top_k, dim=1)
+        logits.append(model.calibrated(batch))
+    logits = torch.cat(logits)
+    return *logits.softmax(1).topk(top_k, dim=1), energy(logits)
 
 
 def describe(name: str, scoring: dict) -> str:
-    """'fmnist_resnet.safetensors · tta flip+shift · temperature 0.665 · uncertain below 52.3 %'."""
-    threshold = scoring["uncertain_below"]
-    flag = f"uncertain below {threshold:.1%}" if threshold is not None else "no uncertainty threshold"
+    """'fmnist_resnet.safetensors · tta flip+shift · temperature 0.665 · uncertain above energy -2.61'."""
+    threshold = scoring["uncertain_above"]
+    flag = f"uncertain above energy {threshold:.2f}" if threshold is not None else "no uncertainty threshold"
     return f"{name} · tta {scoring['tta']} · temperature {scoring['temperature']:.3f} · {flag}"
 
 
@@ -112,7 +115,7 @@ def show(rows: list[dict], title: str) -> None:
 
 
 def predict(cfg: DictConfig) -> list[dict]:
-    """One row per readable input: file, class, index, probability, top (the top-k), uncertain, preprocess."""
+    """One row per readable input: file, class, index, probability, top (the top-k), uncertain, energy, preprocess."""
     check_config(cfg)
     setup_runtime(cfg)
     model = load_classifier(cfg.ckpt_path)
@@ -125,13 +128,14 @@ def predict(cfg: DictConfig) -> list[dict]:
     finally:
         Image.MAX_IMAGE_PIXELS = default_limit
     names = list(model.hparams.class_names)
-    top_p, top_i = classify(model, items, int(cfg.top_k))
-    threshold = scoring["uncertain_below"]
+    top_p, top_i, energies = classify(model, items, int(cfg.top_k))
+    threshold = scoring["uncertain_above"]
     rows = []
-    for item, p, i in zip(items, top_p.tolist(), top_i.tolist(), strict=True):
+    for item, p, i, e in zip(items, top_p.tolist(), top_i.tolist(), energies.tolist(), strict=True):
         top = [{"class": names[c], "index": c, "probability": round(q, 6)} for c, q in zip(i, p, strict=True)]
-        uncertain = None if threshold is None else bool(p[0] < threshold)
-        rows.append({"file": item.name, **top[0], "top": top, "uncertain": uncertain, "preprocess": item.preprocess})
+        uncertain = None if threshold is None else bool(e > threshold)
+        rows.append({"file": item.name, **top[0], "top": top, "uncertain": uncertain, "energy": round(e, 4),
+                     "preprocess": item.preprocess})  # fmt: skip
     title = describe(Path(cfg.ckpt_path).name, scoring)
     show(rows, title)
     flagged = sum(bool(r["uncertain"]) for r in rows)
