@@ -61,14 +61,14 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         model = build(dict(checkpoint["hyper_parameters"]), checkpoint["state_dict"], Path(cfg.ckpt_path))
         trained_with = checkpoint.get("datamodule_hyper_parameters") or {}
     model.tta = model.tta if cfg.tta == "auto" else cfg.tta  # auto: the checkpoint's own (none if it records none)
-    scored_precision(model.hparams.scoring or {}, cfg.trainer)
+    scored_precision(model.hparams.get("scoring") or {}, cfg.trainer)
     datamodule = instantiate(cfg.data, **{k: trained_with[k] for k in SPLIT_KEYS if k in trained_with})
     with task_run(cfg, csv=False) as run:
         datamodule.setup("test")
         resolve_precision(cfg.trainer)
         trainer = instantiate(cfg.trainer, logger=run.loggers, callbacks=[RichProgressBar()])
         metrics: dict = {"ckpt_path": str(Path(cfg.ckpt_path).resolve()), "run_dir": str(run.dir), "tta": model.tta,
-                         "temperature": model.temperature, "precision": str(trainer.precision)}  # fmt: skip
+                         "temperature": model.val_temperature, "precision": str(trainer.precision)}  # fmt: skip
         figures = {}
         for split in splits:  # the Classifier's test loop computes every metric; rename them per split
             loader = datamodule.val_dataloader() if split == "val" else datamodule.test_dataloader()
@@ -89,7 +89,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         log_images(run.loggers, figures)
         run.finish(metrics)
         shown = " · ".join(f"{s}/acc {metrics[f'{s}/acc']:.4f} nll {metrics[f'{s}/nll']:.4f}" for s in splits)
-        how = f"tta={model.tta} · temperature {model.temperature:.3f} · {trainer.precision}"
+        how = f"tta={model.tta} · temperature {model.val_temperature:.3f} · {trainer.precision}"
         log.info(f"{shown} · {how} · run dir: {run.dir}")
         return metrics
 

@@ -144,7 +144,7 @@ def train(cfg: DictConfig) -> float | None:
                 "precision": str(trainer.precision),  # what precision=auto resolved to on this machine
                 "tta": model.tta,
                 **getattr(model, "extra_metrics", {}),  # what a model records of its run (a Distiller: its teachers)
-                "temperature": model.temperature,  # test/nll and test/ece are after it, test/*_raw before
+                "temperature": model.val_temperature,  # test/nll and test/ece are after it, test/*_raw before
                 **{f"choice/{k}": v for k, v in choices.items() if k in ("model", "aug", "experiment") and v != "None"},
             }
         )

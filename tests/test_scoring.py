@@ -46,7 +46,7 @@ def test_temperature_and_threshold_come_from_validation(trained, tiny_data):
     best = trained / "checkpoints" / "best.ckpt"
     scoring = torch.load(best, weights_only=True)["hyper_parameters"]["scoring"]
     model = Classifier.load_from_checkpoint(best, weights_only=True).eval()  # still rebuilds from the file alone
-    assert model.tta == "flip" and model.temperature == scoring["temperature"]
+    assert model.tta == "flip" and model.val_temperature == scoring["temperature"]
     directory, checksums = tiny_data
     datamodule = FashionMNISTDataModule(str(directory), None, False, checksums=checksums, val_size=100)
     datamodule.setup("fit")

@@ -92,7 +92,7 @@ def describe_tta(members: list[Member], tta: str) -> str:
 def recorded_temperatures(members: list[Member], tta: str) -> torch.Tensor | None:
     """(M,) the temperatures the members' runs fitted on this validation split under their own TTA, when every
     member records one and is scored with its own TTA (`tta=auto`); else None, and the ensemble fits them."""
-    temperatures = [(m.model.hparams.scoring or {}).get("temperature") for m in members]
+    temperatures = [(m.model.hparams.get("scoring") or {}).get("temperature") for m in members]
     if tta != "auto" or any(t is None for t in temperatures):
         return None
     return torch.tensor(temperatures, dtype=torch.float64)

@@ -132,7 +132,7 @@ class Classifier(pl.LightningModule):
         self.test_confusion = MulticlassConfusionMatrix(n)
         self.confusion: torch.Tensor | None = None  # the last test's confusion matrix (counts), for the plots
         # test-time augmentation of test_step (fmnist.data.tta): the recorded one; eval/train may set another
-        self.tta = (self.hparams.scoring or {}).get("tta", "none")
+        self.tta = (self.hparams.get("scoring") or {}).get("tta", "none")
 
     # --- forward -------------------------------------------------------------------------------------------------
     def prepare_input(self, images: torch.Tensor) -> torch.Tensor:
@@ -153,14 +153,14 @@ class Classifier(pl.LightningModule):
         return self.backbone(self.prepare_input(images))
 
     @property
-    def temperature(self) -> float:
+    def val_temperature(self) -> float:
         """The temperature fitted on validation (`scoring`), 1.0 for a model that has none."""
-        return float((self.hparams.scoring or {}).get("temperature", 1.0))
+        return float((self.hparams.get("scoring") or {}).get("temperature", 1.0))
 
     def calibrated(self, images: torch.Tensor) -> torch.Tensor:
         """Logits as the model is scored: averaged over its test-time augmentation views, divided by its
         temperature. Their softmax gives calibrated probabilities; the top class is forward's (under the same TTA)."""
-        return tta_logits(self, images, self.tta).float() / self.temperature
+        return tta_logits(self, images, self.tta).float() / self.val_temperature
 
     # --- training ------------------------------------------------------------------------------------------------
     def on_fit_start(self) -> None:
@@ -205,7 +205,7 @@ class Classifier(pl.LightningModule):
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         images, labels = batch
         raw = tta_logits(self, images, self.tta).float()
-        logits = raw / self.temperature  # the accuracy is the same either way; NLL and ECE are not
+        logits = raw / self.val_temperature  # the accuracy is the same either way; NLL and ECE are not
         self.test_nll_raw(F.cross_entropy(raw, labels, reduction="none"))
         self.test_ece_raw(raw.softmax(1), labels)
         self.test_nll(F.cross_entropy(logits, labels, reduction="none"))

@@ -72,14 +72,14 @@ def gather(cfg: DictConfig) -> tuple[list[Item], list[tuple[Path, str]]]:
 
 def scoring_of(model: Classifier, cfg: DictConfig) -> dict:
     """How predictions are scored: the model's recorded TTA, temperature and threshold unless overridden."""
-    recorded = model.hparams.scoring or {}
+    recorded = model.hparams.get("scoring") or {}
     model.tta = model.tta if cfg.tta == "auto" else cfg.tta
     threshold = recorded.get("uncertain_above") if cfg.uncertain_above == "auto" else cfg.uncertain_above
     if cfg.uncertain_above == "auto" and threshold is None:
         log.warning(f"{cfg.ckpt_path} records no uncertainty threshold (trained before runs fitted one): the "
                     "uncertain column stays empty. Fit one: python export.py ckpt_path=<it> format=safetensors "
                     "calibrate=true, or set uncertain_above=<energy>.")  # fmt: skip
-    return {"tta": model.tta, "temperature": model.temperature, "uncertain_above": threshold}
+    return {"tta": model.tta, "temperature": model.val_temperature, "uncertain_above": threshold}
 
 
 @torch.inference_mode()
