@@ -127,7 +127,7 @@ def evaluate_corruptions(
     for split in splits:
         log.info(table_text(metrics, split, names))
         suffix = "" if split == "test" else f"_{split}"
-        title = f"{Path(cfg.ckpt_path).name} — {split}, tta={cfg.tta}"
+        title = f"{Path(cfg.ckpt_path).name} — {split}, tta={model.tta}"  # tta=auto: the model's own
         figures[f"corruptions{suffix}"] = plot_bars(metrics, split, names, run_dir / f"corruptions{suffix}.png", title)
     source = datamodule.test_set if "test" in splits else datamodule.val_set
     split = "test" if "test" in splits else "val"
