@@ -17,7 +17,7 @@ from lightning.pytorch.callbacks import RichProgressBar
 from omegaconf import DictConfig
 
 from fmnist.data.datamodule import SPLIT_KEYS
-from fmnist.data.tta import check_tta
+from fmnist.models.tta import check_tta
 from fmnist.predict.model import build, load_safetensors
 from fmnist.robustness import check_corruptions, evaluate_corruptions
 from fmnist.utils.errors import UserError

@@ -13,8 +13,8 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf
 
-from fmnist.data.tta import check_tta
 from fmnist.models.calibration import calibrate_checkpoint
+from fmnist.models.tta import check_tta
 from fmnist.utils.errors import UserError
 from fmnist.utils.interrupt import resume_hint_on_interrupt
 from fmnist.utils.io import read_classifier_checkpoint

@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 
 from fmnist.data import FashionMNISTDataModule
 from fmnist.data.augment import BatchAugment, random_affine, random_erasing, random_flip, random_translate
-from fmnist.data.tta import shift, tta_logits, tta_views
+from fmnist.models.tta import shift, tta_logits, tta_views
 from fmnist.train import resolve_tta, train
 
 from conftest import CONF_DIR, compose_cfg, tiny_overrides

@@ -150,7 +150,7 @@ def test_the_data_set_facts_have_one_home_that_the_python_side_agrees_with(tmp_p
     """conf/dataset/ is where the configs read the class count and pixel statistics; the Python defaults
     (Classifier, timm's 1-channel statistics) keep the same values, and a change of the facts reaches the CNN/ResNet,
     augmentation and GAN configs (timm models take the statistics of their weights, or these Python ones)."""
-    from fmnist.data.datamodule import CLASSES, FMNIST_STATS
+    from fmnist.dataset import CLASSES, FMNIST_STATS
 
     cfg = compose_cfg("train", ["model=cnn", "aug=mixup"], tmp_path / "run")
     facts = OmegaConf.to_container(cfg.dataset)

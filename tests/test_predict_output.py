@@ -14,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-from fmnist.data.tta import tta_logits
+from fmnist.models.tta import tta_logits
 from fmnist.predict.model import load_classifier
 from fmnist.predict.output import wide_columns
 from fmnist.predict.task import predict

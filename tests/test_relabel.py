@@ -10,8 +10,9 @@ import pytest
 import torch
 from test_gan import RecordBatches
 
-from fmnist.data.datamodule import FashionMNISTDataModule, to_unit_float
+from fmnist.data.datamodule import FashionMNISTDataModule
 from fmnist.data.synthetic import SyntheticMix, load_synthetic, save_synthetic
+from fmnist.dataset import to_unit_float
 from fmnist.gan.relabel import relabel
 from fmnist.models.classifier import Classifier
 from fmnist.train import build

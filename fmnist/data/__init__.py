@@ -1,3 +1,3 @@
-from fmnist.data.datamodule import CLASSES, FashionMNISTDataModule, stratified_split, to_unit_float
+from fmnist.data.datamodule import FashionMNISTDataModule, stratified_split
 
-__all__ = ["CLASSES", "FashionMNISTDataModule", "stratified_split", "to_unit_float"]
+__all__ = ["FashionMNISTDataModule", "stratified_split"]

@@ -18,15 +18,10 @@ from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset
 
 from fmnist.data.sources import MIRRORS, SYSTEM_DIR, load_arrays, locate
+from fmnist.dataset import to_unit_float
 from fmnist.utils.errors import UserError
 
 log = logging.getLogger(__name__)
-
-CLASSES = (
-    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
-)  # fmt: skip
-FMNIST_STATS = {"mean": [0.2860], "std": [0.3530]}  # training pixels in [0, 1]; the configs: conf/dataset/
 
 
 class TensorBatches(Dataset):
@@ -49,13 +44,6 @@ class TensorBatches(Dataset):
 
 VAL_SPLIT_KEYS = ("val_size", "split_seed")  # the validation split is drawn from these alone (stratified_split)
 SPLIT_KEYS = (*VAL_SPLIT_KEYS, "train_fraction")  # and the share of the rest kept for training
-
-
-def to_unit_float(images: torch.Tensor) -> torch.Tensor:
-    """uint8 images (B, H, W) or (B, 1, H, W) -> float (B, 1, H, W) in [0, 1]; float input passes unchanged."""
-    if images.dtype == torch.uint8:
-        images = images.float().div_(255)
-    return images.unsqueeze(1) if images.ndim == 3 else images
 
 
 def _identity(batch):  # module level so DataLoader workers can pickle it

@@ -4,7 +4,7 @@ and mixing it into training batches.
 Format of a synthetic set (written by `scripts/generate.py`, `python gan.py` and the default-GAN cache): a
 `.safetensors` file — tensors only, so loading it cannot run code — holding
   images  uint8 (N, 28, 28), 0 = black background, like the real idx files
-  labels  int64 (N,), class indices 0..9 (fmnist.data.CLASSES), or float32 (N, 10) soft labels: probabilities
+  labels  int64 (N,), class indices 0..9 (fmnist.dataset.CLASSES), or float32 (N, 10) soft labels: probabilities
           that sum to one (a teacher's, written by `scripts/relabel.py`)
 and string metadata: `format` ("fmnist-synthetic-v1"), `source` (the generator checkpoint), `seed`, `n_per_class`.
 Read it with `load_synthetic(path)` or `safetensors.torch.load_file(path)`.
@@ -22,7 +22,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 from torch import nn
 
-from fmnist.data.datamodule import CLASSES, FashionMNISTDataModule, TensorBatches, to_unit_float
+from fmnist.data.datamodule import FashionMNISTDataModule, TensorBatches
+from fmnist.dataset import CLASSES, to_unit_float
 from fmnist.utils.errors import CheckpointError, DataError, UserError
 from fmnist.utils.io import atomic_path, read_gan_checkpoint
 

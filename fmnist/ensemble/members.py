@@ -10,9 +10,10 @@ from pathlib import Path
 import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from fmnist.data.datamodule import VAL_SPLIT_KEYS, to_unit_float
-from fmnist.data.tta import tta_logits
+from fmnist.data.datamodule import VAL_SPLIT_KEYS
+from fmnist.dataset import to_unit_float
 from fmnist.models.classifier import Classifier
+from fmnist.models.tta import tta_logits
 from fmnist.predict.model import build
 from fmnist.utils.errors import CheckpointError, UserError
 from fmnist.utils.io import read_classifier_checkpoint, run_dir_of

@@ -16,10 +16,10 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from fmnist.data.datamodule import VAL_SPLIT_KEYS
-from fmnist.data.tta import check_tta
 from fmnist.ensemble.combine import Combination, check_methods, fit_combination, fit_temperature
 from fmnist.ensemble.members import describe_tta, load_members, predict, recorded_temperatures
 from fmnist.ensemble.report import build_report, write_outputs
+from fmnist.models.tta import check_tta
 from fmnist.utils.errors import config_int
 from fmnist.utils.io import expand_runs
 from fmnist.utils.task import hydra_task, task_run

@@ -26,8 +26,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from fmnist.data.datamodule import FashionMNISTDataModule
 from fmnist.data.synthetic import load_synthetic, save_synthetic
-from fmnist.data.tta import check_tta
 from fmnist.ensemble.members import load_members, predict
+from fmnist.models.tta import check_tta
 from fmnist.utils.errors import UserError, config_int
 from fmnist.utils.io import expand_runs
 from fmnist.utils.task import hydra_task, task_run

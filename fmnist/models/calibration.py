@@ -27,9 +27,9 @@ import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
 
-from fmnist.data.datamodule import to_unit_float
-from fmnist.data.tta import tta_logits
+from fmnist.dataset import to_unit_float
 from fmnist.models.classifier import Classifier
+from fmnist.models.tta import tta_logits
 from fmnist.utils.io import atomic_path, read_classifier_checkpoint
 
 log = logging.getLogger("fmnist")

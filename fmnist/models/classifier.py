@@ -11,13 +11,11 @@ from __future__ import annotations
 import inspect
 import re
 from collections.abc import Sequence
-from typing import Any
 
 import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
-from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import nn
 from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import (
@@ -26,16 +24,10 @@ from torchmetrics.classification import (
     MulticlassConfusionMatrix,
 )
 
-from fmnist.data.datamodule import CLASSES, FMNIST_STATS, to_unit_float
-from fmnist.data.tta import tta_logits
+from fmnist.dataset import CLASSES, FMNIST_STATS, to_unit_float
 from fmnist.models.components.weight_decay import weight_decay_groups
-
-
-def plain(value: Any) -> Any:
-    """OmegaConf containers -> resolved dicts/lists; anything else unchanged."""
-    if isinstance(value, DictConfig | ListConfig):
-        return OmegaConf.to_container(value, resolve=True)
-    return value
+from fmnist.models.tta import tta_logits
+from fmnist.utils.containers import plain
 
 
 def metric_suffix(class_name: str) -> str:
@@ -131,7 +123,7 @@ class Classifier(pl.LightningModule):
         self.test_ece, self.test_ece_raw = (MulticlassCalibrationError(n, n_bins=15, norm="l1") for _ in range(2))
         self.test_confusion = MulticlassConfusionMatrix(n)
         self.confusion: torch.Tensor | None = None  # the last test's confusion matrix (counts), for the plots
-        # test-time augmentation of test_step (fmnist.data.tta): the recorded one; eval/train may set another
+        # test-time augmentation of test_step (fmnist.models.tta): the recorded one; eval/train may set another
         self.tta = (self.hparams.get("scoring") or {}).get("tta", "none")
 
     # --- forward -------------------------------------------------------------------------------------------------

@@ -25,7 +25,8 @@ import torch.nn.functional as F
 from hydra.errors import InstantiationException
 
 from fmnist.data.datamodule import SPLIT_KEYS
-from fmnist.models.classifier import Classifier, plain
+from fmnist.models.classifier import Classifier
+from fmnist.utils.containers import plain
 from fmnist.utils.errors import CheckpointError, UserError
 from fmnist.utils.io import expand_runs, read_classifier_checkpoint
 

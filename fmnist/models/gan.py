@@ -33,8 +33,8 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel
 
 from fmnist.data.augment import random_erasing, random_translate
-from fmnist.data.datamodule import CLASSES, to_unit_float
-from fmnist.models.classifier import plain
+from fmnist.dataset import CLASSES, to_unit_float
+from fmnist.utils.containers import plain
 from fmnist.utils.errors import UserError
 from fmnist.utils.loggers import log_images
 

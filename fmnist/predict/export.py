@@ -27,9 +27,9 @@ from omegaconf import DictConfig
 from torch import nn
 
 from fmnist.data.datamodule import SPLIT_KEYS
-from fmnist.data.tta import check_tta
 from fmnist.models.calibration import batches, fit_scoring, logits_and_labels
 from fmnist.models.classifier import Classifier, normalise
+from fmnist.models.tta import check_tta
 from fmnist.predict.model import SOURCE_KEY, SPLIT_KEY, load_classifier, load_safetensors, save_safetensors
 from fmnist.predict.preprocess import BACKGROUND_TOLERANCE
 from fmnist.utils.errors import UserError

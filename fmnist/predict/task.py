@@ -21,9 +21,9 @@ from PIL import Image
 from rich.console import Console
 from rich.table import Table
 
-from fmnist.data.tta import check_tta
 from fmnist.models.calibration import energy
 from fmnist.models.classifier import Classifier
+from fmnist.models.tta import check_tta
 from fmnist.predict.images import Item, expand, read_items
 from fmnist.predict.model import load_classifier
 from fmnist.predict.output import FORMATS, save_grid, write_predictions

@@ -23,7 +23,7 @@ from huggingface_hub.utils import get_session
 from timm.models import get_pretrained_cfg, group_parameters, is_model_in_modules, load_state_dict
 from torch import nn
 
-from fmnist.data.datamodule import FMNIST_STATS
+from fmnist.dataset import FMNIST_STATS
 from fmnist.models.components.weight_decay import takes_weight_decay
 from fmnist.utils.errors import UserError
 

@@ -1,0 +1,20 @@
+"""Facts of the Fashion-MNIST data set that both the data and the model side need: the class names, the training
+pixels' statistics and how uint8 images become model input. Only torch is imported, so a model can know them without
+loading the data pipeline. The configs read the same values from conf/dataset/fashion_mnist.yaml."""
+
+from __future__ import annotations
+
+import torch
+
+CLASSES = (
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+)  # fmt: skip
+FMNIST_STATS = {"mean": [0.2860], "std": [0.3530]}  # training pixels in [0, 1]
+
+
+def to_unit_float(images: torch.Tensor) -> torch.Tensor:
+    """uint8 images (B, H, W) or (B, 1, H, W) -> float (B, 1, H, W) in [0, 1]; float input passes unchanged."""
+    if images.dtype == torch.uint8:
+        images = images.float().div_(255)
+    return images.unsqueeze(1) if images.ndim == 3 else images
