@@ -17,8 +17,8 @@ from lightning.pytorch.callbacks import RichProgressBar
 from omegaconf import DictConfig
 
 from fmnist.data.datamodule import SPLIT_KEYS
+from fmnist.models.files import build, load_safetensors
 from fmnist.models.tta import check_tta
-from fmnist.predict.model import build, load_safetensors
 from fmnist.robustness import check_corruptions, evaluate_corruptions
 from fmnist.utils.errors import UserError
 from fmnist.utils.io import read_classifier_checkpoint, run_dir_of

@@ -14,8 +14,8 @@ import torch
 
 from fmnist import PROJECT_ROOT
 from fmnist.data.idx import IMAGE_MAGIC, load_idx_gz
+from fmnist.models.files import load_classifier, save_safetensors
 from fmnist.predict.export import export
-from fmnist.predict.model import load_classifier, save_safetensors
 from fmnist.predict.task import predict
 from fmnist.utils.runtime import report_user_errors
 

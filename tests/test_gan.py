@@ -18,15 +18,15 @@ from safetensors.torch import save_file
 from torch.utils.data import DataLoader, Dataset
 
 from fmnist import PACKAGE_DIR
-from fmnist.data.synthetic import SyntheticDataModule, generate_set, load_generator, load_synthetic, save_synthetic
+from fmnist.data.synthetic import SyntheticDataModule, generate_set, load_synthetic, save_synthetic
 from fmnist.gan.generate import generate
 from fmnist.gan.generator_file import load_generator_file
 from fmnist.gan.metrics import classification_accuracy_score, frechet_distance, real_data_classifier, sample_quality
 from fmnist.gan.train import train_gan
 from fmnist.models.classifier import Classifier
 from fmnist.models.components.gan_nets import Generator
+from fmnist.models.files import load_classifier, load_generator
 from fmnist.models.gan import GAN, GANDivergedError, diff_augment
-from fmnist.predict.model import load_classifier
 from fmnist.train import build
 from fmnist.utils.errors import CheckpointError, UserError
 from fmnist.utils.io import read_classifier_checkpoint

@@ -3,6 +3,7 @@ scripts, and its predict task classifies an image with nothing but what the whee
 
 from __future__ import annotations
 
+import ast
 import os
 import shutil
 import subprocess
@@ -76,3 +77,39 @@ def test_installed_predict_runs_outside_the_checkout(wheel, tmp_path):
     rows = (work / "preds.csv").read_text().splitlines()
     assert rows[0] == "input,rank,class,index,probability" and rows[1].startswith("bar.png,1,")
     assert (work / "outputs" / "predict" / "runs").is_dir(), "outputs land where the command runs"
+
+
+def loaded_modules(module: str) -> set[str]:
+    """The fmnist modules that importing `module` loads, in a fresh interpreter."""
+    code = f"import sys, {module}; print(' '.join(m for m in sys.modules if m.startswith('fmnist')))"
+    result = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return set(result.stdout.split())
+
+
+def imported_names(package: str) -> dict[str, set[str]]:
+    """Every fmnist module each file of `package` imports, lazy imports inside functions included."""
+    found = {}
+    for path in (PROJECT_ROOT / package.replace(".", "/")).rglob("*.py"):
+        names = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names.add(node.module)
+            elif isinstance(node, ast.Import):
+                names.update(alias.name for alias in node.names)
+        found[str(path.relative_to(PROJECT_ROOT))] = {n for n in names if n.startswith("fmnist")}
+    return found
+
+
+def test_the_layers_import_downwards_only():
+    """data <- models <- tasks: a model knows the data set's facts (fmnist.dataset) but loads none of the data
+    pipeline, and no data module imports a model or a task, not even lazily."""
+    model_side = loaded_modules("fmnist.models.classifier")
+    assert "fmnist.dataset" in model_side
+    assert not {m for m in model_side if m.startswith("fmnist.data.") or m == "fmnist.data"}
+    upper = ("fmnist.models", "fmnist.gan", "fmnist.predict", "fmnist.ensemble", "fmnist.train", "fmnist.evaluate")
+    upward = {f: {n for n in names if n.startswith(upper)} for f, names in imported_names("fmnist.data").items()}
+    assert not {f: names for f, names in upward.items() if names}
+    tasks = upper[1:]
+    upward = {f: {n for n in names if n.startswith(tasks)} for f, names in imported_names("fmnist.models").items()}
+    assert not {f: names for f, names in upward.items() if names}

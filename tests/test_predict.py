@@ -16,8 +16,8 @@ import torch
 from PIL import Image, ImageDraw
 
 from fmnist import PROJECT_ROOT
+from fmnist.models.files import load_classifier
 from fmnist.predict.images import read_items
-from fmnist.predict.model import load_classifier
 from fmnist.predict.preprocess import photo_to_fmnist, prepare
 from fmnist.predict.task import predict
 from fmnist.utils.runtime import report_user_errors

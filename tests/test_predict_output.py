@@ -14,8 +14,8 @@ import pytest
 import torch
 from PIL import Image
 
+from fmnist.models.files import load_classifier
 from fmnist.models.tta import tta_logits
-from fmnist.predict.model import load_classifier
 from fmnist.predict.output import wide_columns
 from fmnist.predict.task import predict
 from fmnist.utils.runtime import report_user_errors

@@ -110,8 +110,8 @@ def test_eval_scores_a_trained_run_on_the_corrupted_sets(tiny_data, tmp_path):
 
 def test_per_image_normalisation_ignores_brightness_and_contrast_and_exports_the_same(random_ckpt):
     from fmnist.models.classifier import Classifier
+    from fmnist.models.files import load_classifier
     from fmnist.predict.export import Logits
-    from fmnist.predict.model import load_classifier
 
     hparams = {**dict(load_classifier(random_ckpt).hparams), "input_norm": "per_image"}
     model = Classifier(**hparams).eval()

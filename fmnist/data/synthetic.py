@@ -1,5 +1,5 @@
-"""Synthetic (GAN-generated) Fashion-MNIST sets: the file format, generating one from a GAN checkpoint, loading it,
-and mixing it into training batches.
+"""Synthetic (GAN-generated) Fashion-MNIST sets: the file format, generating one from a GAN (loaded with
+fmnist.models.files.load_generator), loading a set, and mixing it into training batches.
 
 Format of a synthetic set (written by `scripts/generate.py`, `python gan.py` and the default-GAN cache): a
 `.safetensors` file — tensors only, so loading it cannot run code — holding
@@ -17,15 +17,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from hydra.errors import InstantiationException
 from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 from torch import nn
 
 from fmnist.data.datamodule import FashionMNISTDataModule, TensorBatches
 from fmnist.dataset import CLASSES, to_unit_float
-from fmnist.utils.errors import CheckpointError, DataError, UserError
-from fmnist.utils.io import atomic_path, read_gan_checkpoint
+from fmnist.utils.errors import DataError, UserError
+from fmnist.utils.io import atomic_path
 
 FORMAT = "fmnist-synthetic-v1"
 
@@ -72,18 +71,6 @@ def load_synthetic(path: str | Path) -> tuple[torch.Tensor, torch.Tensor, dict[s
     if labels.ndim != 1 or labels.min() < 0 or labels.max() >= len(CLASSES):
         raise DataError(f"{path}: labels must be class indices 0..{len(CLASSES) - 1}.")
     return images, labels.long(), metadata
-
-
-def load_generator(path: str | Path):
-    """The GAN of a checkpoint written by `python gan.py` (weights_only loading); CheckpointError otherwise."""
-    from fmnist.models.gan import GAN
-
-    read_gan_checkpoint(path)  # refuses unsafe, corrupt and classifier files with a message
-    try:
-        model = GAN.load_from_checkpoint(path, map_location="cpu", weights_only=True)
-    except (TypeError, ValueError, RuntimeError, KeyError, InstantiationException) as e:
-        raise CheckpointError(f"{path} does not rebuild a GAN ({str(e).splitlines()[0]}).") from e
-    return model.eval()
 
 
 def class_indices(classes: Sequence[int | str] | None) -> list[int]:

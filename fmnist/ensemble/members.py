@@ -13,8 +13,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from fmnist.data.datamodule import VAL_SPLIT_KEYS
 from fmnist.dataset import to_unit_float
 from fmnist.models.classifier import Classifier
+from fmnist.models.files import build
 from fmnist.models.tta import tta_logits
-from fmnist.predict.model import build
 from fmnist.utils.errors import CheckpointError, UserError
 from fmnist.utils.io import read_classifier_checkpoint, run_dir_of
 from fmnist.utils.run_info import describe_run

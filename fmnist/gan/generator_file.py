@@ -23,7 +23,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from fmnist.data.synthetic import load_generator
+from fmnist.models.files import load_generator
 from fmnist.utils.errors import CheckpointError
 from fmnist.utils.io import atomic_path, check_targets
 

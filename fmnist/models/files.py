@@ -1,4 +1,5 @@
-"""Loading a Classifier for prediction from a Lightning .ckpt or a pickle-free .safetensors file.
+"""Model files: a Classifier loaded from a Lightning .ckpt or a pickle-free .safetensors file (and saved to the
+latter), and the GAN of a checkpoint written by `python gan.py`.
 
 The .safetensors form (`python export.py format=safetensors`, the shipped models/fmnist_cnn.safetensors) holds the
 state dict as tensors and the Classifier's hyperparameters as JSON in the file's metadata (key `fmnist.hparams`), so
@@ -16,8 +17,9 @@ import torch
 from hydra.errors import InstantiationException
 
 from fmnist.models.classifier import Classifier
+from fmnist.models.gan import GAN
 from fmnist.utils.errors import CheckpointError
-from fmnist.utils.io import atomic_path, check_targets, read_classifier_checkpoint
+from fmnist.utils.io import atomic_path, check_targets, read_classifier_checkpoint, read_gan_checkpoint
 
 HPARAMS_KEY = "fmnist.hparams"
 SPLIT_KEY = "fmnist.split"  # JSON of the data settings the model was trained with (SPLIT_KEYS), when known
@@ -86,3 +88,14 @@ def load_classifier(path: str | Path) -> Classifier:
         return load_safetensors(path)
     checkpoint = read_classifier_checkpoint(path)
     return build(dict(checkpoint["hyper_parameters"]), checkpoint["state_dict"], path)
+
+
+def load_generator(path: str | Path) -> GAN:
+    """The GAN of a checkpoint written by `python gan.py` (weights_only loading), in eval mode; CheckpointError
+    otherwise."""
+    read_gan_checkpoint(path)  # refuses unsafe, corrupt and classifier files with a message
+    try:
+        model = GAN.load_from_checkpoint(path, map_location="cpu", weights_only=True)
+    except (TypeError, ValueError, RuntimeError, KeyError, InstantiationException) as e:
+        raise CheckpointError(f"{path} does not rebuild a GAN ({str(e).splitlines()[0]}).") from e
+    return model.eval()

@@ -29,8 +29,8 @@ from torch import nn
 from fmnist.data.datamodule import SPLIT_KEYS
 from fmnist.models.calibration import batches, fit_scoring, logits_and_labels
 from fmnist.models.classifier import Classifier, normalise
+from fmnist.models.files import SOURCE_KEY, SPLIT_KEY, load_classifier, load_safetensors, save_safetensors
 from fmnist.models.tta import check_tta
-from fmnist.predict.model import SOURCE_KEY, SPLIT_KEY, load_classifier, load_safetensors, save_safetensors
 from fmnist.predict.preprocess import BACKGROUND_TOLERANCE
 from fmnist.utils.errors import UserError
 from fmnist.utils.io import atomic_path, read_classifier_checkpoint

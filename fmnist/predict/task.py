@@ -23,9 +23,9 @@ from rich.table import Table
 
 from fmnist.models.calibration import energy
 from fmnist.models.classifier import Classifier
+from fmnist.models.files import load_classifier
 from fmnist.models.tta import check_tta
 from fmnist.predict.images import Item, expand, read_items
-from fmnist.predict.model import load_classifier
 from fmnist.predict.output import FORMATS, save_grid, write_predictions
 from fmnist.predict.preprocess import MODES
 from fmnist.utils.errors import DataError, UserError, config_int
