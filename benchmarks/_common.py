@@ -1,4 +1,4 @@
-"""What the benchmark scripts share (issue 17): run a project command as a timed subprocess, read the run's
+"""What the benchmark scripts share: run a project command as a timed subprocess, read the run's
 metrics.json, and the mean ± sd over seeds.
 
 bench_train.py, bench_sweep.py, bench_gan.py, bench_ddp.py and bench_ensemble.py each had a private copy of "run

@@ -2,7 +2,7 @@
 test-time augmentation, each with and without temperature scaling; one table of accuracy, NLL and ECE.
 
     python benchmarks/bench_ensemble.py                       # 5 seeds (0-4), real data, the default (fast) recipe
-    python benchmarks/bench_ensemble.py model=cnn             # the simple CNN (docs/RESULTS.md, "Ensembles")
+    python benchmarks/bench_ensemble.py model=cnn             # the simple CNN (docs/ensembles.md)
     python benchmarks/bench_ensemble.py --seeds 0 1 2 trainer.max_epochs=10      # Hydra overrides go to train.py
     python benchmarks/bench_ensemble.py --extra outputs/train/runs/<convnext run>  # also a mixed ensemble
 

@@ -1,4 +1,4 @@
-"""Benchmark of the Optuna sweep (issue 7): a pruned search of the simple CNN on short budgets, then full-length
+"""Benchmark of the Optuna sweep: a pruned search of the simple CNN on short budgets, then full-length
 runs of the best parameters against the CNN's defaults (`model=cnn`), several seeds each.
 
     python benchmarks/bench_sweep.py                                   # 20 trials x 3 epochs, then 3 seeds x 2 configs

@@ -11,7 +11,7 @@ images first replace a share of the batch, so every transform applies to them to
 Translate, flip, affine and erasing are a few tensor ops of our own with the semantics of torchvision's / kornia's
 RandomAffine and RandomErasing: on batches of 128 images of 28x28 they measured 2-5x faster than
 kornia.augmentation, whose per-call parameter machinery costs more than the warp itself at this size, and that keeps
-`aug=strong` within 5 % of the step time (docs/RESULTS.md, "Augmentation").
+`aug=strong` within 5 % of the step time (docs/augmentation.md).
 """
 
 from __future__ import annotations
