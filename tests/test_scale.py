@@ -31,7 +31,6 @@ def test_two_sweep_processes_share_one_study(tiny_data, tmp_path):
         "hparams_search=cnn", *tiny_data_overrides(tiny_data, tmp_path), "threads=1", "trainer.max_epochs=1",
         "model.backbone.stages=[[16],[32]]", "model.backbone.hidden=64", "data.batch_size=50",
         f"hydra.sweeper.storage={storage}", "hydra.sweeper.study_name=shared", "hydra.sweeper.n_trials=2",
-        "hydra.sweeper.plots=false",
     ]  # fmt: skip
     env = {**os.environ, "WANDB_MODE": "offline"}
     workers = []

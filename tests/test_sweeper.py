@@ -30,8 +30,6 @@ from hydra_plugins.fmnist_optuna_sweeper._study import open_storage, redact
 
 from conftest import CONF_DIR, compose_cfg, run_cli, tiny_data_overrides
 
-PLOTS = ["optimization_history.png", "param_importances.png", "parallel_coordinate.png"]
-
 
 def data_overrides(tiny_data, root: Path) -> list[str]:
     """The tiny data set, without its fixed batch size (the CNN search space samples one). One thread: these models
@@ -66,8 +64,9 @@ def test_sweep_writes_results_and_storage_holds_the_trials(tiny_data, tmp_path):
     trials = load(f"sqlite:///{sweep_dir / 'optuna.db'}", "cnn").trials  # the default storage, in the sweep dir
     assert [t.number for t in trials] == [0, 1, 2]
     assert all(t.state == TrialState.COMPLETE for t in trials)
-    for name in ["optimization_results.yaml", "trials.csv", *PLOTS]:
+    for name in ["optimization_results.yaml", "trials.csv"]:
         assert (sweep_dir / name).stat().st_size > 0, name
+    assert not list(sweep_dir.glob("*.png")), "the study's figures are optuna-dashboard's, not files of the sweep"
     for t in trials:  # each trial ran with its sampled params, and its value is what the job measured
         run = Path(t.user_attrs["run_dir"])
         assert run == sweep_dir / str(t.number)
@@ -107,7 +106,7 @@ def test_rerun_adds_trials_to_the_study_and_the_pruner_stops_a_clearly_worse_one
     ]  # fmt: skip
     common = [
         "hparams_search=cnn", *data_overrides(tiny_data, tmp_path), *fixed, "hydra.sweeper.n_trials=1",
-        f"hydra.sweeper.storage={storage}", "hydra.sweeper.study_name=prune", "hydra.sweeper.plots=false",
+        f"hydra.sweeper.storage={storage}", "hydra.sweeper.study_name=prune",
     ]  # fmt: skip
     good, output = sweep(*common, "trainer.max_epochs=2")
     assert good.returncode == 0, output[-4000:]
@@ -143,7 +142,7 @@ def test_failed_and_nan_trials_are_recorded_and_the_sweep_goes_on(tiny_data, tmp
     result, output = sweep(
         "hydra/sweeper=fmnist_optuna", "hydra/sweeper/sampler=grid", *data_overrides(tiny_data, tmp_path),
         "trainer.max_epochs=1", "test=false", "optimized_metric=val/loss", "hydra.sweeper.direction=minimize",
-        "hydra.sweeper.n_trials=4", "hydra.sweeper.max_failure_rate=0.75", "hydra.sweeper.plots=false", "model=cnn",
+        "hydra.sweeper.n_trials=4", "hydra.sweeper.max_failure_rate=0.75", "model=cnn",
         "model.backbone.stages=[[8],[16]]", "model.backbone.dropout=choice(0.1,1.5)", "model.std=choice([0.353],[0.0])",
     )  # fmt: skip
     assert result.returncode == 0, output[-4000:]
@@ -164,7 +163,7 @@ def test_failed_and_nan_trials_are_recorded_and_the_sweep_goes_on(tiny_data, tmp
 def test_too_many_failures_stop_the_sweep(tiny_data, tmp_path):
     result, output = sweep(
         "hydra/sweeper=fmnist_optuna", *data_overrides(tiny_data, tmp_path), "hydra.sweeper.n_trials=3",
-        "hydra.sweeper.max_failure_rate=0.3", "hydra.sweeper.plots=false", "model.backbone.dropout=choice(1.5,2.5,3.5)",
+        "hydra.sweeper.max_failure_rate=0.3", "model.backbone.dropout=choice(1.5,2.5,3.5)",
     )  # fmt: skip
     assert result.returncode == 2, output[-4000:]
     assert "1 of 1 trials failed, more than max_failure_rate=0.3" in output
@@ -312,15 +311,13 @@ def test_a_literal_storage_password_reaches_the_jobs_through_the_environment_onl
     to the environment; a job run without that environment stops with a message naming the variable."""
     from hydra.core.hydra_config import HydraConfig
 
-    from hydra_plugins.fmnist_optuna_sweeper._impl import STORAGE_ENV
-    from hydra_plugins.fmnist_optuna_sweeper._study import open_trial
+    from hydra_plugins.fmnist_optuna_sweeper._study import STORAGE_ENV, hand_storage_to_jobs
+    from hydra_plugins.fmnist_optuna_sweeper.optuna_sweeper import open_trial
 
     monkeypatch.delenv(STORAGE_ENV, raising=False)
     url = "postgresql://fmnist:s3cret-Pw@db.example:5432/optuna"
     cfg = compose_cfg("train", ["hparams_search=cnn", f"hydra.sweeper.storage={url}"], tmp_path / "run")
-    sweeper = OptunaSweeperImpl(storage=url)
-    sweeper.config = cfg
-    sweeper._keep_password_out_of_job_configs(url)
+    hand_storage_to_jobs(cfg, url)
     assert "s3cret-Pw" not in OmegaConf.to_yaml(cfg)  # what the launcher recomposes each job from, unresolved
     written = OmegaConf.to_container(cfg.hydra.overrides.hydra, resolve=False)
     assert written == [f"hydra.sweeper.storage=${{oc.env:{STORAGE_ENV}}}"]

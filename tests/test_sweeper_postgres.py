@@ -47,7 +47,7 @@ def sweep_command(tiny_data, root: Path, study: str, n_trials: int, *extra: str)
     return [
         sys.executable, str(PROJECT_ROOT / "train.py"), "-m", "hparams_search=cnn", *data, "threads=1",
         "data.batch_size=choice(50,100)", "model.backbone.stages=choice([[8],[16]],[[16],[32]])",
-        "model.backbone.hidden=64", "hydra.sweeper.plots=false", STORAGE_OVERRIDE,
+        "model.backbone.hidden=64", STORAGE_OVERRIDE,
         f"hydra.sweeper.study_name={study}", f"hydra.sweeper.n_trials={n_trials}", *extra,
     ]  # fmt: skip
 

@@ -19,7 +19,7 @@ def test_resnet_search_runs_two_trials_on_its_fixed_schedule(tiny_data, tmp_path
     data = [o for o in tiny_data_overrides(tiny_data, tmp_path) if not o.startswith("data.batch_size=")]
     result = run_cli(
         "train.py", "-m", "hparams_search=resnet", *data, "threads=1", "hydra.sweeper.n_trials=2",
-        "trainer.max_epochs=2", "hydra.sweeper.pruner.max_resource=2", "hydra.sweeper.plots=false",
+        "trainer.max_epochs=2", "hydra.sweeper.pruner.max_resource=2",
         "data.batch_size=choice(50,100)",  # tiny data: 500 training images
         "model.backbone.widths=[8,16,32]", "model.backbone.stem=8",  # a searched key fixed: fast trials
     )  # fmt: skip

@@ -31,7 +31,7 @@ class OptunaPruning(Callback):
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if self.trial_number is None or stage != "fit" or not trainer.is_global_zero:
             return
-        from hydra_plugins.fmnist_optuna_sweeper._study import open_trial
+        from hydra_plugins.fmnist_optuna_sweeper.optuna_sweeper import open_trial
 
         self._trial = open_trial(int(self.trial_number))
         log.info(f"Reporting {self.monitor} per epoch to Optuna trial {self.trial_number}")

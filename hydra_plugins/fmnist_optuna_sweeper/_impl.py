@@ -9,8 +9,6 @@ heartbeats on (an RDB storage), a worker killed mid-trial is noticed by the othe
 from __future__ import annotations
 
 import logging
-import os
-import re
 from pathlib import Path
 from typing import Any
 
@@ -19,15 +17,16 @@ from hydra.core.plugins import Plugins
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
-from omegaconf import DictConfig, OmegaConf, open_dict, read_write
-from optuna.trial import TrialState
+from omegaconf import DictConfig, OmegaConf
+from optuna.storages import BaseStorage
+from optuna.trial import FrozenTrial, TrialState
 
 from fmnist.utils.errors import UserError
 from fmnist.utils.runtime import exit_for_user_error
 
-from ._report import best_trial, write_plots, write_results, write_trials_csv
+from ._report import best_trial, write_results, write_trials_csv
 from ._search_space import SearchSpace, describe, is_finite_number, parse_search_space, quote, single_run_overrides
-from ._study import STORAGE_ENV, make_pruner, open_storage, redact, storage_spec, study_name
+from ._study import hand_storage_to_jobs, make_pruner, open_storage, redact, save_sweep_config, storage_spec, study_name
 from ._workers import Heartbeat, ask, fail_stale_trials, make_sampler
 
 log = logging.getLogger(__name__)
@@ -57,6 +56,8 @@ class OptunaSweeperImpl(Sweeper):
         self.config: DictConfig | None = None
         self.launcher = None
         self.hydra_context: HydraContext | None = None
+        self.storage: BaseStorage | None = None  # the study's storage, opened by _open_study
+        self.study_id: int | None = None
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.hydra_context, self.config = hydra_context, config
@@ -115,6 +116,7 @@ class OptunaSweeperImpl(Sweeper):
             raise UserError(f"Study {name!r} in {redact(spec)} optimises {previous}, not optimized_metric={metric}; "
                             "use another hydra.sweeper.study_name (or storage) for a new objective.")  # fmt: skip
         study.set_user_attr("optimized_metric", metric)
+        self.storage, self.study_id = storage, storage.get_study_id_from_name(name)
         log.info(f"Study {name!r} in {redact(spec)}: {n_before} trials before this run; adding {self.conf['n_trials']}")
         return study
 
@@ -131,6 +133,16 @@ class OptunaSweeperImpl(Sweeper):
                 extra.append(f"logger.wandb.name={quote(f'trial-{number}')}")
         return extra
 
+    def _trial_id(self, trial: optuna.Trial) -> int:
+        """The storage's id of a trial of this study (what heartbeats are recorded under)."""
+        assert self.storage is not None and self.study_id is not None
+        return self.storage.get_trial_id_from_study_id_trial_number(self.study_id, trial.number)
+
+    def _stored(self, trial: optuna.Trial) -> FrozenTrial:
+        """The trial as the storage holds it now: another worker may have failed it, or enqueued it as a retry."""
+        assert self.storage is not None
+        return self.storage.get_trial(self._trial_id(trial))
+
     # --- the loop --------------------------------------------------------------------------------------------------
     def _sweep(self, arguments: list[str]) -> list[JobReturn]:
         assert self.config is not None and self.launcher is not None
@@ -142,8 +154,8 @@ class OptunaSweeperImpl(Sweeper):
         spec = storage_spec(self.conf.get("storage"), sweep_dir)
         study = self._open_study(space, metric, spec)  # first: a storage that cannot be opened leaves no sweep dir
         sweep_dir.mkdir(parents=True, exist_ok=True)
-        self._save_config(sweep_dir / "multirun.yaml")
-        self._keep_password_out_of_job_configs(spec)
+        save_sweep_config(self.config, sweep_dir / "multirun.yaml")
+        hand_storage_to_jobs(self.config, spec)  # a literal password stays out of the jobs' saved configs
         for key, dist in space.distributions.items():
             log.info(f"  {key}: {describe(dist)}")
         if not space.distributions:
@@ -163,9 +175,9 @@ class OptunaSweeperImpl(Sweeper):
                 if exhausted is not None and exhausted(study):
                     log.info("The grid is exhausted: every combination has been tried.")
                     break
-                fail_stale_trials(study)  # a dead worker's trial: FAIL, and re-enqueued for the asks below
+                fail_stale_trials(study, self.storage)  # a dead worker's trial: FAIL, re-enqueued for the asks below
                 batch = [ask(study, space.distributions) for _ in range(min(n_jobs, n_trials - done))]
-                with Heartbeat(study._storage, [t._trial_id for t in batch]):  # until every trial is told
+                with Heartbeat(self.storage, [self._trial_id(t) for t in batch]):  # until every trial is told
                     states = self._run_batch(study, space, batch, run_base, sweep_dir, metric, returns)
                 done += sum(state is not None for state in states)
                 lost += sum(state is None for state in states)
@@ -200,7 +212,7 @@ class OptunaSweeperImpl(Sweeper):
         states: list[TrialState | None] = []
         jobs = []
         for trial in batch:
-            retried = study._storage.get_trial(trial._trial_id).system_attrs.get("failed_trial")  # set by the retry
+            retried = self._stored(trial).system_attrs.get("failed_trial")  # set by the retry callback
             if retried is not None:
                 log.info(f"Trial {trial.number} retries trial {retried}, whose worker stopped sending heartbeats")
             params = space.overrides(trial.params)
@@ -238,7 +250,7 @@ class OptunaSweeperImpl(Sweeper):
 
     def _tell(self, study: optuna.Study, trial: optuna.Trial, ret: JobReturn, metric: str) -> TrialState | None:
         """Records the job's outcome; None if another worker already failed the trial as stale (result dropped)."""
-        if study._storage.get_trial(trial._trial_id).state.is_finished():
+        if self._stored(trial).state.is_finished():
             log.warning(f"Trial {trial.number} was failed as stale by another worker while it ran here (late "
                         "heartbeats: grace_period too short?); its result is dropped, a retry runs anew.")  # fmt: skip
             return None
@@ -253,7 +265,8 @@ class OptunaSweeperImpl(Sweeper):
                 return TrialState.COMPLETE
             self._fail(study, trial, f"returned {value!r} for {metric}, not a finite number")
             return TrialState.FAIL
-        error = ret._return_value  # the job's exception (reading .return_value would re-raise it)
+        # the job's exception: Hydra's public .return_value re-raises it and prints "Error executing job" on stderr
+        error = ret._return_value
         if isinstance(error, optuna.TrialPruned):
             study.tell(trial, state=TrialState.PRUNED)
             log.info(f"Trial {trial.number} pruned: {error}")
@@ -264,45 +277,11 @@ class OptunaSweeperImpl(Sweeper):
     def _finish_reports(self, study: optuna.Study, sweep_dir: Path, metric: str, spec: str) -> None:
         results = write_results(study, sweep_dir, metric, redact(spec))
         write_trials_csv(study, sweep_dir)
-        if self.conf.get("plots", True):
-            write_plots(study, sweep_dir)
         best = best_trial(study)
         if best is not None:
             repeat = " ".join(best.user_attrs.get("overrides", []))
             log.info(f"Best trial {best.number}: {metric}={best.value:.6g}; as a single run: python train.py {repeat}")
-        log.info(f"Results: {results} (open the study with: optuna-dashboard {redact(spec)})")
-
-    def _save_config(self, path: Path) -> None:
-        """The sweep's config, as Hydra's own sweepers save it, with a literal storage password hidden (also in the
-        recorded command-line overrides). An ${oc.env:...} interpolation is saved as written: the password stays in
-        the environment."""
-        config = self.config.copy()
-        with open_dict(config):
-            if not OmegaConf.is_interpolation(config.hydra.sweeper, "storage") and config.hydra.sweeper.storage:
-                config.hydra.sweeper.storage = redact(str(config.hydra.sweeper.storage))
-            overrides = OmegaConf.select(config, "hydra.overrides.hydra")
-            if overrides is not None:
-                # resolve=False: an override `...=${oc.env:...}` must stay as written, not become the secret itself
-                written = OmegaConf.to_container(overrides, resolve=False)
-                config.hydra.overrides.hydra = [redact(str(o)) for o in written]
-        OmegaConf.save(config, path)
-
-    def _keep_password_out_of_job_configs(self, spec: str) -> None:
-        """Each job reconnects through the storage in its own config, which Hydra writes to the trial's
-        `.hydra/hydra.yaml` (overrides included). A literal URL with a password is therefore handed to the jobs as
-        `${oc.env:FMNIST_SWEEP_STORAGE}`, set in this process's environment (inherited by local, joblib and
-        submitit/SLURM jobs), so those files show the interpolation, never the secret."""
-        sweeper = self.config.hydra.sweeper
-        if OmegaConf.is_interpolation(sweeper, "storage") or not sweeper.storage or redact(spec) == spec:
-            return
-        os.environ[STORAGE_ENV] = spec
-        # the launcher recomposes each job from these overrides (Hydra's load_sweep_config), not from the values
-        override = f"hydra.sweeper.storage=${{oc.env:{STORAGE_ENV}}}"
-        written = OmegaConf.to_container(self.config.hydra.overrides.hydra, resolve=False)
-        kept = [o for o in written if not re.match(r"[+~]*hydra\.sweeper\.storage=", str(o))]
-        with read_write(self.config.hydra), open_dict(self.config):  # Hydra may hand its node over read-only
-            self.config.hydra.overrides.hydra = [*kept, override]  # also covers a URL written in a config file
-            sweeper.storage = f"${{oc.env:{STORAGE_ENV}}}"
+        log.info(f"Results: {results}; the study's figures: optuna-dashboard {redact(spec)}")
 
     def _warn_without_pruning_callback(self) -> None:
         if not self.conf.get("pruner"):

@@ -1,4 +1,5 @@
-"""What a sweep leaves in its directory: optimization_results.yaml, trials.csv and PNG figures of the study.
+"""What a sweep leaves in its directory: optimization_results.yaml and trials.csv (the study's figures are
+optuna-dashboard's: history, importances, parallel coordinates, intermediate values).
 
 They describe the whole study (earlier runs of a resumed study and other workers' trials included), and are
 rewritten after every batch of trials, so an interrupted sweep still has them.
@@ -8,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import logging
-import warnings
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -95,39 +95,3 @@ def write_trials_csv(study: optuna.Study, sweep_dir: Path) -> Path:
     path = sweep_dir / TRIALS_FILE
     _atomic_write(path, write)
     return path
-
-
-def write_plots(study: optuna.Study, sweep_dir: Path) -> list[Path]:
-    """Optuna's matplotlib figures. A figure that cannot be drawn yet (e.g. importances with one finished
-    trial) is skipped with a note, never fatal."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)  # files only; no display needed
-    import matplotlib.pyplot as plt
-    from optuna.visualization import matplotlib as vis
-
-    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    if not complete:
-        return []
-    plots = {"optimization_history": vis.plot_optimization_history}
-    if len(complete) >= 2 and complete[0].params:
-        plots |= {"param_importances": vis.plot_param_importances, "parallel_coordinate": vis.plot_parallel_coordinate}
-    if any(t.intermediate_values for t in study.get_trials(deepcopy=False)):
-        plots["intermediate_values"] = vis.plot_intermediate_values
-    written = []
-    for name, plot in plots.items():
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # experimental-API and degenerate-axis warnings
-                axes = plot(study)
-        except Exception as e:  # a figure is a by-product: report and go on
-            log.info(f"Skipped the {name} figure: {type(e).__name__}: {e}")
-            continue
-        figure = axes.figure if hasattr(axes, "figure") else axes.flat[0].figure
-        figure.set_size_inches(10, 6)
-        figure.tight_layout()
-        path = sweep_dir / f"{name}.png"
-        figure.savefig(path, dpi=120)
-        plt.close(figure)
-        written.append(path)
-    return written

@@ -1,11 +1,13 @@
 """Where a study lives, shared by the sweeper (which asks and tells trials) and by the training jobs (which report
 per-epoch values and ask whether to stop). A job may run in another process or on another machine (joblib,
-submitit), so it reconnects through the storage named in its own Hydra config instead of receiving Python objects.
+submitit), so it reconnects through the storage named in its own Hydra config instead of receiving Python objects;
+a storage URL with a password reaches it through the environment, never through a saved config.
 """
 
 from __future__ import annotations
 
 import inspect
+import os
 import re
 import time
 import warnings
@@ -16,6 +18,7 @@ from urllib.parse import unquote
 import optuna
 import sqlalchemy.exc
 from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from omegaconf.errors import InterpolationResolutionError
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend
@@ -191,3 +194,37 @@ def open_trial(number: int) -> optuna.Trial:
     study = optuna.load_study(study_name=name, storage=storage, sampler=optuna.samplers.RandomSampler(), pruner=pruner)
     trial_id = storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name(name), number)
     return optuna.Trial(study, trial_id)
+
+
+def save_sweep_config(config: DictConfig, path: Path) -> None:
+    """The sweep's config, as Hydra's own sweepers save it, with a literal storage password hidden (also in the
+    recorded command-line overrides). An ${oc.env:...} interpolation is saved as written: the password stays in
+    the environment."""
+    config = config.copy()
+    with open_dict(config):
+        if not OmegaConf.is_interpolation(config.hydra.sweeper, "storage") and config.hydra.sweeper.storage:
+            config.hydra.sweeper.storage = redact(str(config.hydra.sweeper.storage))
+        overrides = OmegaConf.select(config, "hydra.overrides.hydra")
+        if overrides is not None:
+            # resolve=False: an override `...=${oc.env:...}` must stay as written, not become the secret itself
+            written = OmegaConf.to_container(overrides, resolve=False)
+            config.hydra.overrides.hydra = [redact(str(o)) for o in written]
+    OmegaConf.save(config, path)
+
+
+def hand_storage_to_jobs(config: DictConfig, spec: str) -> None:
+    """Each job reconnects through the storage in its own config, which Hydra writes to the trial's
+    `.hydra/hydra.yaml` (overrides included). A literal URL with a password is therefore handed to the jobs as
+    `${oc.env:FMNIST_SWEEP_STORAGE}`, set in this process's environment (inherited by local, joblib and
+    submitit/SLURM jobs), so those files show the interpolation, never the secret."""
+    sweeper = config.hydra.sweeper
+    if OmegaConf.is_interpolation(sweeper, "storage") or not sweeper.storage or redact(spec) == spec:
+        return
+    os.environ[STORAGE_ENV] = spec
+    # the launcher recomposes each job from these overrides (Hydra's load_sweep_config), not from the values
+    override = f"hydra.sweeper.storage=${{oc.env:{STORAGE_ENV}}}"
+    written = OmegaConf.to_container(config.hydra.overrides.hydra, resolve=False)
+    kept = [o for o in written if not re.match(r"[+~]*hydra\.sweeper\.storage=", str(o))]
+    with read_write(config.hydra), open_dict(config):  # Hydra may hand its node over read-only
+        config.hydra.overrides.hydra = [*kept, override]  # also covers a URL written in a config file
+        sweeper.storage = f"${{oc.env:{STORAGE_ENV}}}"

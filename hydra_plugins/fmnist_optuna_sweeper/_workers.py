@@ -73,11 +73,11 @@ class Heartbeat:
                 log.warning(f"Could not record the heartbeat of trial id {trial_id}: {type(e).__name__}: {e}")
 
 
-def fail_stale_trials(study: optuna.Study) -> list[int]:
+def fail_stale_trials(study: optuna.Study, storage: BaseStorage) -> list[int]:
     """Before asking for trials: RUNNING trials whose heartbeat is older than the grace period (their worker was
     killed or lost its machine) become FAIL, and the storage's retry callback enqueues their params again as a
     WAITING trial, which the next `ask` of any worker picks up. Returns the numbers of the trials failed here."""
-    if heartbeat_interval(study._storage) is None:
+    if heartbeat_interval(storage) is None:
         return []
     running = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
     with warnings.catch_warnings():

@@ -84,7 +84,6 @@ class FmnistOptunaSweeperConf:
     n_trials: int = 20  # trials this command adds to the study
     n_jobs: int = 1  # trials launched together (run in parallel by a parallel launcher, e.g. joblib)
     max_failure_rate: float = 0.5  # stop once more than this share of n_trials has failed
-    plots: bool = True  # PNG figures of the study in the sweep directory
     params: dict[str, Any] = field(default_factory=dict)  # key: sweep expression (interval, choice, range, tag)
 
 

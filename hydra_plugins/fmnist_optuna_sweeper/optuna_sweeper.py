@@ -1,16 +1,20 @@
-"""The sweeper class Hydra instantiates for `hydra/sweeper=fmnist_optuna`.
+"""The plugin's public names: the sweeper class Hydra instantiates for `hydra/sweeper=fmnist_optuna`, and
+`open_trial`, through which a training job reports to its trial (fmnist.utils.pruning).
 
-This module is imported by Hydra's plugin scan at every start-up, so it only defers to `_impl` (Optuna and the rest
-load when a sweep actually starts).
+This module is imported by Hydra's plugin scan at every start-up, so it only defers to the `_`-modules (Optuna and the
+rest load when a sweep or a trial actually starts).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig
+
+if TYPE_CHECKING:
+    import optuna
 
 
 class FmnistOptunaSweeper(Sweeper):
@@ -27,3 +31,10 @@ class FmnistOptunaSweeper(Sweeper):
 
     def sweep(self, arguments: list[str]) -> Any:
         return self._impl.sweep(arguments)
+
+
+def open_trial(number: int) -> optuna.Trial:
+    """In a sweep job: trial `number` of the sweep's study, reached through the storage in the job's Hydra config."""
+    from ._study import open_trial as open_study_trial
+
+    return open_study_trial(number)
