@@ -33,7 +33,7 @@ TRAIN_IMAGES = 55_000  # 60,000 minus the default 5,000 validation images
 def build(name: str, size: int, in_chans: int) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
     overrides = ["model=timm", f"model.backbone.name={name}", "model.pretrained=false", f"model.in_chans={in_chans}"]
     with initialize_config_dir(version_base="1.3", config_dir=str(PROJECT_ROOT / "conf")):
-        cfg = compose("train", overrides=[*overrides, f"data.image_size={size}"])
+        cfg = compose("train", overrides=[*overrides, f"model.image_size={size}"])
     model = instantiate(cfg.model).train()
     optimizer = instantiate(cfg.model.optimizer)(model.parameter_groups())
     return model, optimizer

@@ -40,9 +40,9 @@ def test_every_option_composes_and_instantiates(group, option, tiny_data, tmp_pa
 EXPERIMENTS = sorted(p.stem for p in (Path(CONF_DIR) / "experiment").glob("*.yaml") if p.stem != "distill")
 # what a CPU test must change in a preset: no GPU, no network for pretrained weights, no 224 px or GPU-sized widths
 ON_CPU = {
-    "convnext_gpu": ["trainer=cpu", "model.pretrained=false", "data.image_size=32"],
-    "resnet50_gpu": ["trainer=cpu", "model.pretrained=false", "data.image_size=32"],
-    "finetune_gpu": ["trainer=cpu", "model.pretrained=false", "data.image_size=32"],
+    "convnext_gpu": ["trainer=cpu", "model.pretrained=false", "model.image_size=32"],
+    "resnet50_gpu": ["trainer=cpu", "model.pretrained=false", "model.image_size=32"],
+    "finetune_gpu": ["trainer=cpu", "model.pretrained=false", "model.image_size=32"],
     "best_gpu": ["trainer=cpu", "model.backbone.widths=[16,32,64]", "model.backbone.stem=16"],
 }
 
@@ -77,6 +77,17 @@ def test_the_default_is_the_fast_recipe_on_a_fixed_schedule_and_runs(tiny_data, 
     assert fast["trainer.max_time"] == "00:00:04:40"
     train(compose_cfg("train", [*tiny_data_overrides(tiny_data, tmp_path), "debug=fdr"], tmp_path / "run"))
     assert '"test/acc"' in (tmp_path / "run" / "metrics.json").read_text()
+
+
+def test_the_input_size_is_a_model_setting_with_one_home(tmp_path):
+    """The model resizes its batches, so its config holds the size (28 px for the CNNs, 64 px for timm models); the
+    data group has none, and an override reaches the backbone's check."""
+    sizes = {m: compose_cfg("train", [f"model={m}"], tmp_path).model for m in ("resnet", "cnn", "convnext", "timm")}
+    assert {m: (c.image_size, c.backbone.image_size) for m, c in sizes.items()} == {
+        "resnet": (28, 28), "cnn": (28, 28), "convnext": (64, 64), "timm": (64, 64)}  # fmt: skip
+    assert "image_size" not in compose_cfg("train", [], tmp_path).data
+    assert compose_cfg("train", ["experiment=convnext_cpu"], tmp_path).model.backbone.image_size == 32
+    assert compose_cfg("train", ["model.image_size=32"], tmp_path).model.backbone.image_size == 32
 
 
 def test_the_default_recipe_is_bit_reproducible_from_its_seed(tiny_data, tmp_path):

@@ -13,7 +13,7 @@ from test_gan import RecordBatches
 from fmnist.data.datamodule import FashionMNISTDataModule
 from fmnist.data.synthetic import SyntheticMix, load_synthetic, save_synthetic
 from fmnist.dataset import to_unit_float
-from fmnist.gan.relabel import relabel
+from fmnist.gan.relabel import relabel, teacher_images
 from fmnist.models.classifier import Classifier
 from fmnist.train import build
 from fmnist.utils.errors import DataError, UserError
@@ -129,6 +129,8 @@ def test_relabel_real_writes_the_teachers_training_split(teacher, tiny_data, tmp
     assert hparams["train_fraction"] == 0.5 and torch.equal(images, datamodule.train_set.images)
     assert not set(datamodule.val_idx.tolist()) & set(datamodule.train_idx.tolist())
     assert labels.shape == (len(images), 10) and torch.allclose(labels.sum(1), torch.ones(len(images)))
+    older = {**hparams, "image_size": 28}  # teachers of earlier versions also recorded the input size with the data
+    assert torch.equal(teacher_images("real", older)[0], images)
 
 
 def test_relabel_refuses_bad_input(teacher, tmp_path):

@@ -112,3 +112,14 @@ def test_a_complete_run_is_not_resumed(stopped):
     cfg = compose_cfg("train", [f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}"], run)
     with pytest.raises(UserError, match=re.escape("is complete (it wrote metrics.json): there is nothing to resume")):
         resume_config(cfg)
+
+
+def test_a_run_saved_with_the_input_size_in_data_resumes_with_it_in_the_model(tmp_path):
+    """Runs started before model.image_size kept the size in `data` and the model interpolated it."""
+    from fmnist.utils.resume import saved_config
+
+    old = {"data": {"batch_size": 50, "image_size": 32},
+           "model": {"image_size": "${data.image_size}", "backbone": {"image_size": "${..image_size}"}}}  # fmt: skip
+    OmegaConf.save(OmegaConf.create(old), tmp_path / "config.yaml")
+    cfg = saved_config(tmp_path / "config.yaml")
+    assert "image_size" not in cfg.data and cfg.model.image_size == 32 and cfg.model.backbone.image_size == 32

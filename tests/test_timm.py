@@ -33,7 +33,7 @@ OFFLINE_HINTS = ("model.pretrained=false", "model.weights=")
 def timm_overrides(tiny_data, root: Path, model: str, *extra: str) -> list[str]:
     """Tiny data, random weights (no network here), 32 px, two short epochs so the warm-up switch happens."""
     return [
-        *tiny_overrides(tiny_data, root), f"model={model}", "model.pretrained=false", "data.image_size=32",
+        *tiny_overrides(tiny_data, root), f"model={model}", "model.pretrained=false", "model.image_size=32",
         "+trainer.limit_train_batches=3", "+trainer.limit_val_batches=1", *extra,
     ]  # fmt: skip
 
@@ -69,7 +69,7 @@ def test_weights_file_loads_with_new_head_and_adapted_stem(name, suffix, in_chan
     state = {k: v.contiguous() for k, v in source.state_dict().items()}
     safetensors.torch.save_file(state, file) if suffix == "safetensors" else torch.save(state, file)
     overrides = [*tiny_data_overrides(tiny_data, tmp_path), "model=timm", f"model.backbone.name={name}"]
-    overrides += [f"model.weights={file}", f"model.in_chans={in_chans}", "data.image_size=32"]
+    overrides += [f"model.weights={file}", f"model.in_chans={in_chans}", "model.image_size=32"]
     model = instantiate(compose_cfg("train", overrides, tmp_path / "run").model)
 
     head, stem = head_and_stem(name)
@@ -100,7 +100,7 @@ def test_bad_weights_files_are_user_errors(tmp_path):
 
 
 def test_convnext_below_32_px_and_unknown_names_are_user_errors():
-    with pytest.raises(UserError, match=r"at least 32 px.*data\.image_size=32"):
+    with pytest.raises(UserError, match=r"at least 32 px.*model\.image_size=32"):
         timm_backbone("convnext_atto", image_size=28)
     with pytest.raises(UserError, match="not a timm model"):
         timm_backbone("convnext_nope", image_size=32)

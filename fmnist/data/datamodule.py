@@ -71,11 +71,8 @@ def stratified_split(labels: torch.Tensor, n: int, seed: int) -> tuple[torch.Ten
 
 class FashionMNISTDataModule(pl.LightningDataModule):
     """The whole data set as in-memory uint8 tensors, split into train/val by a seeded stratified draw; batches are
-    converted (and augmented, when training) after they reach the device.
-
-    image_size is not used here: the data group is the one place users set the input size (`data.image_size=32`),
-    the model configs read it (`${data.image_size}`) and resize batches on the device, and Hydra passes every key
-    of the group to this constructor. Saved with the hyperparameters, it records the size a checkpoint's run saw.
+    converted (and augmented, when training) after they reach the device. Images stay 28x28 here: the model resizes
+    them to its `image_size`.
     """
 
     def __init__(
@@ -91,7 +88,6 @@ class FashionMNISTDataModule(pl.LightningDataModule):
         batch_size: int = 256,
         eval_batch_size: int = 1024,
         num_workers: int = 0,
-        image_size: int = 28,
         augment: Callable | None = None,
     ) -> None:
         super().__init__()

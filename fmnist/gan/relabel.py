@@ -18,6 +18,7 @@ that run does not see; they never see validation or test images here. Use the se
 
 from __future__ import annotations
 
+import inspect
 import logging
 from pathlib import Path
 
@@ -40,7 +41,8 @@ def teacher_images(source: str, data: dict) -> tuple[torch.Tensor, torch.Tensor 
     if source != "real":
         images, labels, meta = load_synthetic(source)
         return images, None if labels.is_floating_point() else labels, meta
-    datamodule = FashionMNISTDataModule(**data, augment=None)
+    known = inspect.signature(FashionMNISTDataModule).parameters  # older checkpoints also record a data.image_size
+    datamodule = FashionMNISTDataModule(**{k: v for k, v in data.items() if k in known}, augment=None)
     datamodule.setup("fit")
     train = datamodule.train_set
     return train.images, train.labels, {"n_per_class": "-", "seed": str(data.get("split_seed"))}

@@ -183,6 +183,18 @@ def resumed_choices() -> dict[str, Any] | None:
     return choices
 
 
+def saved_config(saved_file: Path) -> DictConfig:
+    """A run's saved config, in today's layout: runs started before the input size became a model setting saved it
+    as data.image_size (the model read it from there)."""
+    saved = OmegaConf.load(saved_file)
+    data, model = saved.get("data"), saved.get("model")
+    if isinstance(data, DictConfig) and "image_size" in data and isinstance(model, DictConfig):
+        with open_dict(saved):
+            model.image_size = data.image_size
+            del data["image_size"]
+    return saved
+
+
 def resume_config(cfg: DictConfig) -> DictConfig:
     """The config of this attempt: for a checkpoint of a run resumed in place, the run's saved config with this
     attempt's safe overrides (UserError listing any other difference); otherwise `cfg` as composed."""
@@ -190,7 +202,7 @@ def resume_config(cfg: DictConfig) -> DictConfig:
     if run is None:
         return cfg  # a checkpoint outside a run directory starts a new run, configured by the command line
     saved_file = run / ".hydra" / "config.yaml"
-    saved = OmegaConf.load(saved_file)
+    saved = saved_config(saved_file)
     typed = list(HydraConfig.get().overrides.task)
     changes, refused = compare(cfg, saved, saved_choices(run), typed)
     if refused:

@@ -62,8 +62,8 @@ def timm_backbone(
     for family, minimum in MIN_IMAGE_SIZE.items():
         if image_size < minimum and is_model_in_modules(name, [family]):
             raise UserError(
-                f"{name} needs images of at least {minimum} px, but data.image_size={image_size}. "
-                f"Set data.image_size={minimum} (or larger: 64, 224)."
+                f"{name} needs images of at least {minimum} px, but model.image_size={image_size}. "
+                f"Set model.image_size={minimum} (or larger: 64, 224)."
             )
     kwargs = {"num_classes": num_classes, "in_chans": in_chans, **kwargs}
     if drop_path_rate:  # only when asked: not every timm model takes it
