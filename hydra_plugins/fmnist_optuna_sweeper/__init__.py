@@ -1,4 +1,4 @@
-"""The project's Optuna sweeper for Hydra multirun (Optuna >= 4).
+"""The project's Optuna sweeper for Hydra multirun (Optuna >= 4.9).
 
 Hydra imports every public module of the `hydra_plugins` namespace package at start-up, so the public modules
 (`config`, `optuna_sweeper`) stay light; Optuna, the search-space parser and the reports live in `_`-modules,

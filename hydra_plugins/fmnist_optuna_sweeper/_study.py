@@ -6,7 +6,6 @@ a storage URL with a password reaches it through the environment, never through 
 
 from __future__ import annotations
 
-import inspect
 import os
 import re
 import time
@@ -87,23 +86,15 @@ def _rdb_storage(url: str, **kwargs: Any) -> RDBStorage:
     raise AssertionError("unreachable")
 
 
-def _retry_callback(max_retry: int) -> Any:
-    # Optuna 4.9 renamed RetryFailedTrialCallback (kept as a deprecated alias) to RetryHeartbeatStaleTrialCallback
-    cls = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None) or optuna.storages.RetryFailedTrialCallback
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return cls(max_retry=max_retry)
-
-
 def _heartbeat_kwargs(heartbeat_interval: int | None, grace_period: int | None, retry_failed: int) -> dict[str, Any]:
     if heartbeat_interval is None:
         return {}
     kwargs: dict[str, Any] = {"heartbeat_interval": int(heartbeat_interval), "grace_period": grace_period}
     if retry_failed:
-        callback_arg = "heartbeat_stale_trial_callback"
-        if callback_arg not in inspect.signature(RDBStorage).parameters:
-            callback_arg = "failed_trial_callback"  # Optuna < 4.9
-        kwargs[callback_arg] = _retry_callback(int(retry_failed))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            callback = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=int(retry_failed))
+        kwargs["heartbeat_stale_trial_callback"] = callback
     return kwargs
 
 
