@@ -21,10 +21,10 @@ from fmnist.models.files import build, load_safetensors
 from fmnist.models.tta import check_tta
 from fmnist.robustness import check_corruptions, evaluate_corruptions
 from fmnist.utils.errors import UserError
-from fmnist.utils.io import read_classifier_checkpoint, run_dir_of
+from fmnist.utils.io import read_classifier_checkpoint, run_dir_of, scalar_metrics
 from fmnist.utils.loggers import log_images
 from fmnist.utils.plots import plot_confusion_matrix, plot_learning_curves
-from fmnist.utils.runtime import cpu_has_bf16, resolve_precision, scalar_metrics
+from fmnist.utils.runtime import cpu_has_bf16, resolve_precision
 from fmnist.utils.task import hydra_task, task_run
 
 log = logging.getLogger("fmnist")

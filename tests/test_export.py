@@ -17,7 +17,7 @@ from fmnist.data.idx import IMAGE_MAGIC, load_idx_gz
 from fmnist.models.files import load_classifier, save_safetensors
 from fmnist.predict.export import export
 from fmnist.predict.task import predict
-from fmnist.utils.runtime import report_user_errors
+from fmnist.utils.errors import report_user_errors
 
 from conftest import HAVE_REAL_DATA, REAL_DATA, compose_cfg, run_cli
 

@@ -28,9 +28,8 @@ from fmnist.models.components.gan_nets import Generator
 from fmnist.models.files import load_classifier, load_generator
 from fmnist.models.gan import GAN, GANDivergedError, diff_augment
 from fmnist.train import build
-from fmnist.utils.errors import CheckpointError, UserError
+from fmnist.utils.errors import CheckpointError, UserError, find_user_error
 from fmnist.utils.io import read_classifier_checkpoint
-from fmnist.utils.runtime import find_user_error
 
 from conftest import compose_cfg, run_cli, tiny_data_overrides
 

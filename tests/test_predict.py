@@ -20,7 +20,7 @@ from fmnist.models.files import load_classifier
 from fmnist.predict.images import read_items
 from fmnist.predict.preprocess import photo_to_fmnist, prepare
 from fmnist.predict.task import predict
-from fmnist.utils.runtime import report_user_errors
+from fmnist.utils.errors import report_user_errors
 
 from conftest import HAVE_REAL_DATA, compose_cfg, idx_bytes, run_cli
 

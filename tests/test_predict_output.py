@@ -18,7 +18,7 @@ from fmnist.models.files import load_classifier
 from fmnist.models.tta import tta_logits
 from fmnist.predict.output import wide_columns
 from fmnist.predict.task import predict
-from fmnist.utils.runtime import report_user_errors
+from fmnist.utils.errors import report_user_errors
 
 from conftest import HAVE_REAL_DATA, REAL_DATA, compose_cfg
 

@@ -15,7 +15,7 @@ from fmnist.data import FashionMNISTDataModule
 from fmnist.models.calibration import batches, energy, fit_temperature, logits_and_labels
 from fmnist.models.classifier import Classifier
 from fmnist.predict.export import export
-from fmnist.utils.runtime import report_user_errors
+from fmnist.utils.errors import report_user_errors
 
 from conftest import compose_cfg, only_run_dir, run_cli, tiny_data_overrides, tiny_overrides
 

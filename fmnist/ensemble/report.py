@@ -16,9 +16,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from fmnist.ensemble.combine import METHODS, Combination, apply_temperature, confusion, disagreement, scores
 from fmnist.models.classifier import metric_suffix
+from fmnist.utils.io import write_json
 from fmnist.utils.loggers import log_images
 from fmnist.utils.plots import plot_confusion_matrix
-from fmnist.utils.runtime import write_json
 
 Split = tuple[torch.Tensor, torch.Tensor]  # (M, N, C) member log-probabilities, (N,) labels
 

@@ -35,8 +35,8 @@ from fmnist.data.datamodule import SPLIT_KEYS, FashionMNISTDataModule
 from fmnist.data.synthetic import SyntheticDataModule
 from fmnist.dataset import CLASSES
 from fmnist.models.classifier import Classifier, metric_suffix
+from fmnist.utils.io import scalar_metrics, write_json
 from fmnist.utils.loggers import CSVLogger
-from fmnist.utils.runtime import scalar_metrics, write_json
 
 log = logging.getLogger("fmnist")
 TRAINED_ON = (*SPLIT_KEYS, "checksums")  # what defines the training split

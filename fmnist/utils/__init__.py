@@ -1,1 +1,3 @@
-"""Plumbing: runtime (task setup, instantiation), errors, io (checkpoint readers), loggers, plots, pruning."""
+"""Plumbing every layer shares: errors (and how a command reports them), io (safe checkpoint reading, atomic
+writes), runtime (seed, threads, precision), resolvers, task (the frame of every task), containers, loggers, plots,
+pruning, run_info."""

@@ -25,8 +25,7 @@ from lightning.fabric.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from fmnist.utils.errors import UserError
-from fmnist.utils.runtime import exit_for_user_error, find_user_error
+from fmnist.utils.errors import UserError, exit_for_user_error, find_user_error
 
 # top-level keys of the entry configs (conf/*.yaml) that are read directly, not through a `_target_`
 TOP_LEVEL = {"seed": int | None, "threads": int | None, "test": bool, "top_k": int, "batch_size": int,

@@ -1,8 +1,17 @@
-"""Errors caused by the user's input (config, files, checkpoints), shown as one clear message without a traceback."""
+"""Errors caused by the user's input (config, files, checkpoints), and how a command reports them: one clear message
+naming the problem and the fix, exit code 2, no traceback."""
 
 from __future__ import annotations
 
-from typing import Any
+import logging
+import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, NoReturn
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
+
+log = logging.getLogger("fmnist")
 
 
 class UserError(Exception):
@@ -29,3 +38,40 @@ def config_int(cfg: Any, key: str, minimum: int | None = None) -> int:
     if minimum is not None and number < minimum:
         raise UserError(f"{key}={value} must be at least {minimum}.")
     return number
+
+
+def find_user_error(exc: BaseException) -> UserError | None:
+    """The UserError behind `exc`, also when Hydra's instantiate wrapped it."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, UserError):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def report_user_errors(task: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
+    """Run `task(cfg)`; a UserError ends a single run with its message and exit code 2, no traceback wall.
+    In a multirun, errors propagate so the sweeper records the trial as failed and goes on."""
+    from hydra.errors import InstantiationException  # here: every module imports this file, not all of them Hydra
+
+    try:
+        return task(cfg)
+    except (UserError, InstantiationException) as e:
+        user_error = find_user_error(e)
+        if user_error is None:
+            raise
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+            raise user_error from None
+        exit_for_user_error(user_error)
+
+
+def exit_for_user_error(error: Exception, logger: logging.Logger = log) -> NoReturn:
+    """The end of a command that a user error stopped (every entry point and the sweeper): one message naming the
+    problem and the fix, exit code 2, no traceback."""
+    logger.error(f"{type(error).__name__}: {error}")
+    sys.exit(2)

@@ -1,9 +1,11 @@
 """Reading checkpoints safely (`torch.load(weights_only=True)` only, so a file from elsewhere cannot run code) and
-writing outputs atomically (a temporary file beside the target, then a rename: no reader sees half a file)."""
+writing outputs atomically (a temporary file beside the target, then a rename: no reader sees half a file), JSON and
+metrics included."""
 
 from __future__ import annotations
 
 import glob
+import json
 import os
 import pickle
 import tempfile
@@ -173,3 +175,13 @@ def expand_runs(runs: str | list[str], which: str = "best", at_least: int = 2) -
     if len(paths) < at_least:
         raise UserError(f"runs={entries} gives {len(paths)} checkpoint(s); at least {at_least} are needed.")
     return paths
+
+
+def write_json(path: Path, data: dict) -> None:
+    """Write JSON atomically: a reader (or a crash) never sees a half-written file."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
+
+
+def scalar_metrics(metrics: dict[str, Any]) -> dict[str, float]:
+    return {k: float(v) for k, v in metrics.items() if not isinstance(v, torch.Tensor) or v.numel() == 1}

@@ -20,13 +20,24 @@ from pathlib import Path
 from typing import Any
 
 import hydra
+from hydra.utils import instantiate
 from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf
 
+import fmnist.utils.resolvers  # noqa: F401  (registers the config resolvers every entry config uses)
 from fmnist import CONF_DIR
 from fmnist.utils.config_check import checked, report_composition_errors
+from fmnist.utils.errors import report_user_errors
+from fmnist.utils.io import write_json
 from fmnist.utils.loggers import CSVLogger, finish_wandb
-from fmnist.utils.runtime import instantiate_group, report_user_errors, setup_runtime, write_json
+from fmnist.utils.runtime import setup_runtime
+
+
+def instantiate_group(group: DictConfig | None) -> list[Any]:
+    """Instantiate every `_target_` entry of a group like `callbacks:` or `logger:` (null entries are skipped)."""
+    if not group:
+        return []
+    return [instantiate(conf) for conf in group.values() if isinstance(conf, DictConfig) and "_target_" in conf]
 
 
 @dataclass

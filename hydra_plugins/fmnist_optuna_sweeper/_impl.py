@@ -21,8 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
-from fmnist.utils.errors import UserError
-from fmnist.utils.runtime import exit_for_user_error
+from fmnist.utils.errors import UserError, exit_for_user_error
 
 from ._report import best_trial, write_results, write_trials_csv
 from ._search_space import SearchSpace, describe, is_finite_number, parse_search_space, quote, single_run_overrides
