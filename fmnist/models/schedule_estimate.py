@@ -16,7 +16,7 @@ from lightning.pytorch.accelerators import CPUAccelerator
 from lightning.pytorch.callbacks import Timer
 
 log = logging.getLogger("fmnist")
-NO_PRESET = "shorten the schedule (trainer.max_epochs, data.image_size, a smaller model) or use a GPU"
+NO_PRESET = "shorten the schedule (trainer.max_epochs, model.image_size, a smaller model) or use a GPU"
 
 
 def duration(seconds: float) -> str:
