@@ -49,6 +49,7 @@ def test_wheel_carries_configs_model_and_console_scripts(wheel):
     configs = {f"fmnist/conf/{p.relative_to(PROJECT_ROOT / 'conf')}" for p in (PROJECT_ROOT / "conf").rglob("*.yaml")}
     assert configs <= names, sorted(configs - names)[:5]
     assert {"fmnist/shipped/fmnist_cnn.safetensors", "fmnist/shipped/fmnist_cnn.json"} <= names
+    assert "fmnist/shipped/fmnist_gan.safetensors" in names, "aug=gan samples it"
     scripts = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())["project"]["scripts"]
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     listed = zipfile.ZipFile(wheel).read(entry_points).decode()
@@ -75,7 +76,7 @@ def test_installed_predict_runs_outside_the_checkout(wheel, tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert f"from {target}" in result.stdout, "imported the installed copy, not the checkout"
     rows = (work / "preds.csv").read_text().splitlines()
-    assert rows[0] == "input,rank,class,index,probability" and rows[1].startswith("bar.png,1,")
+    assert rows[0].startswith("file,class,index,probability,") and rows[1].startswith("bar.png,")
     assert (work / "outputs" / "predict" / "runs").is_dir(), "outputs land where the command runs"
 
 
