@@ -20,12 +20,12 @@ from typing import Any
 import torch
 from hydra.utils import instantiate
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
 from fmnist.models.files import load_generator
 from fmnist.utils.errors import CheckpointError
-from fmnist.utils.io import atomic_path, check_targets
+from fmnist.utils.io import atomic_path, check_targets, read_safetensors
 
 FORMAT_KEY, FORMAT = "fmnist.format", "fmnist-generator-v1"
 GENERATOR_KEY, SPLIT_KEY, QUALITY_KEY = "fmnist.generator", "fmnist.split", "fmnist.quality"
@@ -72,15 +72,7 @@ def save_generator_file(
 
 def load_generator_file(path: str | Path) -> GeneratorSampler:
     """The generator of a file written by `save_generator_file`, in eval mode on the CPU, in float32."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"Generator file {path} does not exist.")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            metadata = f.metadata() or {}
-        state = load_file(str(path), device="cpu")
-    except (SafetensorError, OSError, ValueError) as e:
-        raise CheckpointError(f"{path} is not a readable safetensors file ({e}); it is truncated or corrupt.") from e
+    state, metadata = read_safetensors(path, "Generator file")
     if metadata.get(FORMAT_KEY) != FORMAT or GENERATOR_KEY not in metadata:
         raise CheckpointError(f"{path} is not a generator file of this project (no {FORMAT_KEY}={FORMAT} metadata).")
     try:

@@ -167,11 +167,15 @@ class Classifier(pl.LightningModule):
         if self.trainer.current_epoch == 0:  # not when resuming: then the best so far comes from the checkpoint
             self.val_acc_best.reset()
 
+    def training_loss(self, images: torch.Tensor, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """The loss of one training batch (a subclass may use the images too, e.g. distillation's teachers)."""
+        # soft targets (mixup/cutmix, teacher labels) are (B, C) probabilities; cross_entropy takes both
+        return F.cross_entropy(logits, targets, label_smoothing=self.hparams.label_smoothing)
+
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         images, targets = batch
         logits = self(images)
-        # soft targets (mixup/cutmix, teacher labels) are (B, C) probabilities; cross_entropy takes both
-        loss = F.cross_entropy(logits, targets, label_smoothing=self.hparams.label_smoothing)
+        loss = self.training_loss(images, logits, targets)
         hard = targets.argmax(1) if targets.ndim == 2 else targets
         self.train_loss(loss.detach())
         self.train_acc(logits.detach(), hard)

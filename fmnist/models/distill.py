@@ -178,20 +178,13 @@ class Distiller(Classifier):
             "distill/alpha": self.alpha,
         }
 
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        images, targets = batch
-        logits = self(images)
+    def training_loss(self, images: torch.Tensor, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """The teachers' soft targets on this very (augmented) batch, mixed with the hard labels."""
         with torch.no_grad():
             soft_targets = ensemble_probs([t.model for t in self.teachers], images, self.temperature)
-        loss = distillation_loss(
+        return distillation_loss(
             logits, targets, soft_targets, self.temperature, self.alpha, self.hparams.label_smoothing
         )
-        hard = targets.argmax(1) if targets.ndim == 2 else targets
-        self.train_loss(loss.detach())
-        self.train_acc(logits.detach(), hard)
-        self.log("train/loss", self.train_loss, on_step=False, on_epoch=True, prog_bar=True)
-        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)
-        return loss
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Keep the checkpoint a plain Classifier's: the distillation settings (and the teachers' record) move out

@@ -19,7 +19,13 @@ from hydra.errors import InstantiationException
 from fmnist.models.classifier import Classifier
 from fmnist.models.gan import GAN
 from fmnist.utils.errors import CheckpointError
-from fmnist.utils.io import atomic_path, check_targets, read_classifier_checkpoint, read_gan_checkpoint
+from fmnist.utils.io import (
+    atomic_path,
+    check_targets,
+    read_classifier_checkpoint,
+    read_gan_checkpoint,
+    read_safetensors,
+)
 
 HPARAMS_KEY = "fmnist.hparams"
 SPLIT_KEY = "fmnist.split"  # JSON of the data settings the model was trained with (SPLIT_KEYS), when known
@@ -44,18 +50,7 @@ def build(hparams: dict[str, Any], state_dict: dict[str, torch.Tensor], path: Pa
 def load_safetensors(path: str | Path) -> Classifier:
     """Rebuild a Classifier from a file written by `save_safetensors` (no pickle involved). The data settings it
     was trained with, when the file records them, are in `model.trained_split` (else an empty dict)."""
-    from safetensors import SafetensorError, safe_open
-    from safetensors.torch import load_file
-
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"Model file {path} does not exist.")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            metadata = f.metadata() or {}
-        state_dict = load_file(str(path), device="cpu")
-    except (SafetensorError, OSError, ValueError) as e:
-        raise CheckpointError(f"{path} is not a readable safetensors file ({e}); it is truncated or corrupt.") from e
+    state_dict, metadata = read_safetensors(path, "Model file")
     if metadata.get(FORMAT_KEY) != FORMAT or HPARAMS_KEY not in metadata:
         raise CheckpointError(
             f"{path} is a safetensors file but not an fmnist classifier (no {FORMAT_KEY}={FORMAT} metadata); write one "

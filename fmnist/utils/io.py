@@ -61,6 +61,23 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     return checkpoint
 
 
+def read_safetensors(path: str | Path, what: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """The tensors (on the CPU) and the metadata of a .safetensors file, read without pickle; CheckpointError when
+    the file is missing, truncated or corrupt. `what` names the file in the message ("Model file")."""
+    from safetensors import SafetensorError, safe_open
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{what} {path} does not exist.")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+        return load_file(str(path), device="cpu"), metadata
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{path} is not a readable safetensors file ({e}); it is truncated or corrupt.") from e
+
+
 # What a checkpoint's hyperparameters may name to instantiate (backbone, optimizer, schedule, GAN nets, ...).
 ALLOWED_MODULES = ("fmnist.", "torch.optim.", "timm.")
 
