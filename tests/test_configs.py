@@ -150,6 +150,7 @@ def test_unknown_option_lists_the_choices():
     assert "cnn" in result.stderr  # Hydra lists the available options
 
 
+@pytest.mark.slow  # long: runs in the slow set (`pytest -m slow`, the second step of .ci/run)
 def test_help_and_cfg_job_work():
     result = run_cli("train.py", "--help")
     assert result.returncode == 0 and "model: cnn" in result.stdout

@@ -35,6 +35,7 @@ def distill(tiny_data, root: Path, runs: list[Path], *extra: str):
     return run_cli("train.py", "experiment=distill", runs_arg, *tiny_data_overrides(tiny_data, root), *STUDENT, *extra)
 
 
+@pytest.mark.slow  # long: runs in the slow set (`pytest -m slow`, the second step of .ci/run)
 def test_student_learns_from_two_teachers_records_them_and_evaluates_alone(teachers, tiny_data, tmp_path):
     result = distill(tiny_data, tmp_path, teachers)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -67,6 +68,7 @@ def test_student_learns_from_two_teachers_records_them_and_evaluates_alone(teach
     assert evaluated["test/acc"] == pytest.approx(metrics["test/acc"], abs=1e-6)
 
 
+@pytest.mark.slow  # long: runs in the slow set (`pytest -m slow`, the second step of .ci/run)
 def test_student_on_another_validation_split_is_refused(teachers, tiny_data, tmp_path):
     """Self-distillation (one teacher) from a run validated on other images than the student's would leak the
     student's validation labels into its training: refused before training, with the fix."""

@@ -125,7 +125,8 @@ def test_shipped_model_is_accurate_on_real_test_images(tmp_path):
 
 
 CARDS = [  # model file, its card, the TTA its card's headline figure uses (the one its training run used)
-    pytest.param(SHIPPED, PROJECT_ROOT / "models" / "README.md", "flip", id="cnn"),
+    pytest.param(SHIPPED, PROJECT_ROOT / "models" / "README.md", "flip", id="cnn",
+                 marks=pytest.mark.slow),  # 2 views of 10,000 images: ~15 s on 2 cores
     pytest.param(SHIPPED_RESNET, PROJECT_ROOT / "models" / "fmnist_resnet.md", "flip+shift", id="resnet",
                  marks=pytest.mark.slow),  # 6 views of 10,000 images through the ResNet: ~1 min on 2 cores
 ]  # fmt: skip

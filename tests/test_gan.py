@@ -314,6 +314,7 @@ def test_frechet_distance_known_cases():
     assert frechet_distance(features, features + 0.5) == pytest.approx(8 * 0.25, rel=1e-4)
 
 
+@pytest.mark.slow  # long: runs in the slow set (`pytest -m slow`, the second step of .ci/run)
 def test_agreement_and_cas_on_real_images(gan_run, tiny_data, tmp_path):
     _, _, root = gan_run
     cfg = compose_cfg("gan", gan_overrides(tiny_data, root), tmp_path / "run")

@@ -106,6 +106,7 @@ def wandb_config(offline_run: Path) -> dict:
     return config
 
 
+@pytest.mark.slow  # long: runs in the slow set (`pytest -m slow`, the second step of .ci/run)
 def test_wandb_config_is_the_hydra_config_and_the_sync_hint_is_printed_once(tiny_data, tmp_path):
     offline = {"WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path), "NETRC": str(tmp_path / "no-netrc")}
     overrides = [*tiny_overrides(tiny_data, tmp_path), "logger=wandb", "trainer.max_epochs=1"]

@@ -57,6 +57,7 @@ def test_wheel_carries_configs_model_and_console_scripts(wheel):
     assert all(f"{name} = {target}" in listed for name, target in scripts.items())
 
 
+@pytest.mark.slow  # long: runs in the slow set (`pytest -m slow`, the second step of .ci/run)
 def test_installed_predict_runs_outside_the_checkout(wheel, tmp_path):
     target, work = tmp_path / "site", tmp_path / "elsewhere"
     work.mkdir()

@@ -26,6 +26,7 @@ def test_real_files_pass_every_check_and_split_as_documented():
     assert mean == pytest.approx(0.2860, abs=0.001)
 
 
+@pytest.mark.slow  # long: runs in the slow set (`pytest -m slow`, the second step of .ci/run)
 def test_one_short_epoch_learns(tmp_path):
     overrides = [
         f"data.system_dir={REAL_DATA}", f"data.data_dir={tmp_path / 'none'}", "data.download=false", "model=cnn",

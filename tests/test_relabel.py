@@ -87,6 +87,7 @@ def relabel_with(tmp_path: Path, *overrides: str) -> Path:
     return relabel(compose_cfg("relabel", [f"paths.log_dir={tmp_path}", *overrides], tmp_path / "relabel"))
 
 
+@pytest.mark.slow  # long: runs in the slow set (`pytest -m slow`, the second step of .ci/run)
 def test_relabel_soft_and_filter(teacher, tmp_path):
     generator = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (30, 28, 28), dtype=torch.uint8, generator=generator)
@@ -120,6 +121,7 @@ def test_relabel_soft_and_filter(teacher, tmp_path):
     assert not (tmp_path / "relabel" / "metrics.json").exists(), "the refused run's directory must not look complete"
 
 
+@pytest.mark.slow  # long: runs in the slow set (`pytest -m slow`, the second step of .ci/run)
 def test_relabel_real_writes_the_teachers_training_split(teacher, tiny_data, tmp_path):
     out = relabel_with(tmp_path, "source=real", f"runs={teacher}", "tta=none", f"out={tmp_path / 'real.safetensors'}")
     images, labels, _ = load_synthetic(out)
@@ -133,6 +135,7 @@ def test_relabel_real_writes_the_teachers_training_split(teacher, tiny_data, tmp
     assert torch.equal(teacher_images("real", older)[0], images)
 
 
+@pytest.mark.slow  # long: runs in the slow set (`pytest -m slow`, the second step of .ci/run)
 def test_relabel_refuses_bad_input(teacher, tmp_path):
     soft = save_synthetic(tmp_path / "soft.safetensors", torch.zeros(2, 28, 28, dtype=torch.uint8), soft_rows(2))
     with pytest.raises(UserError, match="mode=filter needs hard labels"):

@@ -209,6 +209,7 @@ def test_frozen_whitened_stem_is_kept_through_training(ema_run):
     assert torch.allclose(pairs[8:], -pairs[:8])  # still the +- whitening filters: the frozen layer never moved
 
 
+@pytest.mark.slow  # long: runs in the slow set (`pytest -m slow`, the second step of .ci/run)
 def test_a_time_budget_ends_training_with_the_learning_rate_annealed(tiny_data, tmp_path):
     # 1,000 epochs asked, 8 seconds allowed: the schedule follows the clock and ends near zero when time is up
     overrides = [*tiny_overrides(tiny_data, tmp_path), "model=resnet", "trainer.max_epochs=1000",

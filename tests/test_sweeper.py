@@ -96,6 +96,7 @@ def test_sweep_writes_results_and_storage_holds_the_trials(tiny_data, tmp_path):
 
 
 # --- a second command on the same storage: resuming, and pruning through a journal-file storage -------------------
+@pytest.mark.slow  # long: runs in the slow set (`pytest -m slow`, the second step of .ci/run)
 def test_rerun_adds_trials_to_the_study_and_the_pruner_stops_a_clearly_worse_one(tiny_data, tmp_path):
     storage = str(tmp_path / "study.log")  # a journal file
     fixed = [  # every param that matters fixed: the outcome depends only on the construction below

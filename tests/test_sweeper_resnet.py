@@ -15,6 +15,7 @@ from optuna.trial import TrialState
 from conftest import compose_cfg, run_cli, tiny_data_overrides
 
 
+@pytest.mark.slow  # long: runs in the slow set (`pytest -m slow`, the second step of .ci/run)
 def test_resnet_search_runs_two_trials_on_its_fixed_schedule(tiny_data, tmp_path):
     data = [o for o in tiny_data_overrides(tiny_data, tmp_path) if not o.startswith("data.batch_size=")]
     result = run_cli(

@@ -151,6 +151,7 @@ class Snapshots(pl.Callback):
         self.states.append({k: v.detach().clone() for k, v in pl_module.backbone.state_dict().items()})
 
 
+@pytest.mark.slow  # long: runs in the slow set (`pytest -m slow`, the second step of .ci/run)
 @pytest.mark.parametrize("name", ["resnet18", "convnext_atto"])
 def test_frozen_warmup_then_whole_network_at_lower_lr(name, tiny_data, tmp_path):
     overrides = timm_overrides(tiny_data, tmp_path, "timm", f"model.backbone.name={name}", "model.layer_decay=0.8")
