@@ -1,7 +1,9 @@
-"""Benchmark of the Optuna sweep: a pruned search of the simple CNN on short budgets, then full-length
-runs of the best parameters against the CNN's defaults (`model=cnn`), several seeds each.
+"""Benchmark of the Optuna sweep: a pruned search (hparams_search=cnn or =resnet) on short budgets, then
+full-length runs of the best parameters against the model's defaults, several seeds each.
 
     python benchmarks/bench_sweep.py                                   # 20 trials x 3 epochs, then 3 seeds x 2 configs
+    python benchmarks/bench_sweep.py --search resnet --sweep-epochs 4 --seeds 0 1 2 \\
+        --default-runs outputs/bench/default11/seed0 outputs/bench/default11/seed1 outputs/bench/default11/seed2
     python benchmarks/bench_sweep.py --trials 20 --sweep-epochs 3 --full-epochs 10 --seeds 1 2 3
     python benchmarks/bench_sweep.py --out /tmp/smoke --trials 4 --sweep-epochs 3 --full-epochs 2 --seeds 1 2 \\
         --overrides data.data_dir=... data.system_dir=null ... \\
@@ -25,8 +27,10 @@ from _common import mean_sd, run_entry, run_timed
 from optuna.trial import TrialState
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-STUDY = "cnn"  # conf/hparams_search/cnn.yaml
-MODEL = ["model=cnn"]  # the searched model, for the plain runs too (the default model is the ResNet)
+# conf/hparams_search/<search>.yaml -> what a plain run needs to train what its trials trained (beside the best
+# parameters): the searched model (the default is the ResNet) and the augmentation whose strengths are searched
+PLAIN_RUN = {"cnn": ["model=cnn"], "resnet": ["aug=strong"]}
+DEFAULT_RUN = {"cnn": ["model=cnn"], "resnet": []}  # the hand-made recipe it is compared with
 SET_HERE = ("trainer.max_epochs", "seed", "hydra.", "paths.log_dir", "task_name")  # keys this script sets itself
 
 
@@ -34,18 +38,18 @@ def key_of(override: str) -> str:
     return override.split("=", 1)[0].lstrip("+~")
 
 
-def sweep(out: Path, trials: int, epochs: int, extra: list[str]) -> tuple[optuna.Study, dict, float]:
+def sweep(out: Path, search: str, trials: int, epochs: int, extra: list[str]) -> tuple[optuna.Study, dict, float]:
     sweep_dir = out / "sweep"
     if sweep_dir.exists():
         sys.exit(f"{sweep_dir} exists: its study would be resumed, not measured afresh. Use another --out.")
     seconds = run_timed(
         "train.py",
-        ["-m", "hparams_search=cnn", f"hydra.sweeper.n_trials={trials}", f"trainer.max_epochs={epochs}",
+        ["-m", f"hparams_search={search}", f"hydra.sweeper.n_trials={trials}", f"trainer.max_epochs={epochs}",
          f"hydra.sweep.dir={sweep_dir}", *extra],
         cwd=PROJECT_ROOT,
         log=out / "logs" / "sweep.log",
     )  # fmt: skip
-    study = optuna.load_study(study_name=STUDY, storage=f"sqlite:///{sweep_dir / 'optuna.db'}")
+    study = optuna.load_study(study_name=search, storage=f"sqlite:///{sweep_dir / 'optuna.db'}")
     results = yaml.safe_load((sweep_dir / "optimization_results.yaml").read_text())
     return study, results, seconds
 
@@ -111,7 +115,7 @@ def report(summary: dict) -> str:
         return f"{100 * stat['mean']:.2f} ± {100 * stat['sd']:.2f} % (n={stat['n']})"
 
     lines = [
-        "# Optuna sweep of the simple CNN",
+        f"# Optuna sweep: hparams_search={summary['search']}",
         "",
         f"Sweep: `{summary['commands']['sweep']}` — {s['wall_seconds'] / 60:.1f} min",
         f"- trials: {p['trials']['COMPLETE']} complete, {p['trials']['PRUNED']} pruned, {p['trials']['FAIL']} failed",
@@ -126,7 +130,8 @@ def report(summary: dict) -> str:
         "",
         "| config | val acc (best epoch) | test acc |",
         "|---|---|---|",
-        f"| CNN defaults (`python train.py model=cnn`) | {acc(default['val'])} | {acc(default['test'])} |",
+        f"| defaults (`python train.py {' '.join(summary['default_run'])}`) | {acc(default['val'])} "
+        f"| {acc(default['test'])} |",
         f"| sweep's best | {acc(best['val'])} | {acc(best['test'])} |",
         "",
         f"Best-params command: `python train.py {' '.join(summary['best_overrides'])}`",
@@ -137,6 +142,7 @@ def report(summary: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=PROJECT_ROOT / "outputs" / "bench_sweep")
+    parser.add_argument("--search", choices=sorted(PLAIN_RUN), default="cnn", help="conf/hparams_search/<search>.yaml")
     parser.add_argument("--trials", type=int, default=20, help="sweep trials")
     parser.add_argument("--sweep-epochs", type=int, default=3, help="epochs per trial (the short budget)")
     parser.add_argument("--full-epochs", type=int, default=None, help="epochs of the final runs (default: config's)")
@@ -151,21 +157,26 @@ def main() -> None:
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
 
-    study, results, sweep_seconds = sweep(out, args.trials, args.sweep_epochs, args.overrides + args.sweep_overrides)
+    study, results, sweep_seconds = sweep(
+        out, args.search, args.trials, args.sweep_epochs, args.overrides + args.sweep_overrides
+    )
     # the best trial as a plain run, minus what this script sets (epochs, seed, directories)
     own = SET_HERE + tuple(key_of(o) + "=" for o in args.overrides)
     best_overrides = [o for o in results["best_overrides"] if not o.lstrip("+~").startswith(own)]
-    best = final_runs(out, "best", [*MODEL, *best_overrides, *args.overrides], args.seeds, args.full_epochs)
+    best_overrides = [*PLAIN_RUN[args.search], *best_overrides]  # the command that trains the best trial's recipe
+    best = final_runs(out, "best", [*best_overrides, *args.overrides], args.seeds, args.full_epochs)
     if args.default_runs:
         default = existing_runs(args.default_runs)
     else:
-        default = final_runs(out, "default", [*MODEL, *args.overrides], args.seeds, args.full_epochs)
+        default = final_runs(out, "default", [*DEFAULT_RUN[args.search], *args.overrides], args.seeds, args.full_epochs)
     sweep_command = (
-        f"python train.py -m hparams_search=cnn hydra.sweeper.n_trials={args.trials} "
+        f"python train.py -m hparams_search={args.search} hydra.sweeper.n_trials={args.trials} "
         f"trainer.max_epochs={args.sweep_epochs}"
     )
     summary = {
         "commands": {"sweep": sweep_command},
+        "search": args.search,
+        "default_run": DEFAULT_RUN[args.search],
         "sweep_epochs": args.sweep_epochs,
         "full_epochs": args.full_epochs,
         "seeds": args.seeds,
