@@ -27,10 +27,9 @@ from _common import mean_sd, run_entry, run_timed
 from optuna.trial import TrialState
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-# conf/hparams_search/<search>.yaml -> what a plain run needs to train what its trials trained (beside the best
-# parameters): the searched model (the default is the ResNet) and the augmentation whose strengths are searched
-PLAIN_RUN = {"cnn": ["model=cnn"], "resnet": ["aug=strong"]}
-DEFAULT_RUN = {"cnn": ["model=cnn"], "resnet": []}  # the hand-made recipe it is compared with
+# conf/hparams_search/<search>.yaml -> the hand-made recipe it is compared with. (The best trial's overrides from the
+# sweeper already hold the search's group choices, e.g. model=cnn or aug=strong, so they repeat it as a plain run.)
+DEFAULT_RUN = {"cnn": ["model=cnn"], "resnet": []}
 SET_HERE = ("trainer.max_epochs", "seed", "hydra.", "paths.log_dir", "task_name")  # keys this script sets itself
 
 
@@ -142,7 +141,7 @@ def report(summary: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=PROJECT_ROOT / "outputs" / "bench_sweep")
-    parser.add_argument("--search", choices=sorted(PLAIN_RUN), default="cnn", help="conf/hparams_search/<search>.yaml")
+    parser.add_argument("--search", choices=sorted(DEFAULT_RUN), default="cnn", help="hparams_search=<search>")
     parser.add_argument("--trials", type=int, default=20, help="sweep trials")
     parser.add_argument("--sweep-epochs", type=int, default=3, help="epochs per trial (the short budget)")
     parser.add_argument("--full-epochs", type=int, default=None, help="epochs of the final runs (default: config's)")
@@ -163,7 +162,6 @@ def main() -> None:
     # the best trial as a plain run, minus what this script sets (epochs, seed, directories)
     own = SET_HERE + tuple(key_of(o) + "=" for o in args.overrides)
     best_overrides = [o for o in results["best_overrides"] if not o.lstrip("+~").startswith(own)]
-    best_overrides = [*PLAIN_RUN[args.search], *best_overrides]  # the command that trains the best trial's recipe
     best = final_runs(out, "best", [*best_overrides, *args.overrides], args.seeds, args.full_epochs)
     if args.default_runs:
         default = existing_runs(args.default_runs)
