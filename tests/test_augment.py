@@ -139,8 +139,12 @@ def test_bad_aug_values_are_refused():
         BatchAugment(flip=2.0)
     with pytest.raises(Exception, match="mixup or cutmix"):
         BatchAugment(mix={"kind": "blend"})
-    with pytest.raises(Exception, match=r"aug\.affine: unknown keys \['rotate'\]"):
+    with pytest.raises(Exception, match=r"aug\.affine\.rotate=10: .* has no parameter 'rotate'"):
         BatchAugment(affine={"rotate": 10})
+    with pytest.raises(Exception, match=r"aug\.corrupt\.p=abc: expected a number"):
+        BatchAugment(corrupt={"p": "abc"})
+    with pytest.raises(Exception, match=r"aug\.erasing\.scale=.*: expected a list"):
+        BatchAugment(erasing={"scale": 0.3})
 
 
 @pytest.mark.parametrize("option", AUG_OPTIONS)

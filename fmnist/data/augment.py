@@ -23,6 +23,7 @@ from torch import nn
 from torchvision.transforms import v2
 
 from fmnist.data.corruptions import check_names, random_corruptions
+from fmnist.utils.config_check import check_arguments
 from fmnist.utils.errors import UserError
 
 
@@ -96,10 +97,6 @@ def random_erasing(
     return images.masked_fill(mask, value)
 
 
-AFFINE_KEYS, ERASING_KEYS = {"degrees", "scale", "shear", "translate", "p"}, {"scale", "ratio", "value", "p"}
-CORRUPT_KEYS = {"p", "strength", "names", "groups"}
-
-
 class BatchAugment(nn.Module):
     def __init__(
         self,
@@ -118,14 +115,14 @@ class BatchAugment(nn.Module):
         if translate < 0 or not 0 <= flip <= 1:
             raise UserError(f"aug.translate={translate} must be >= 0 and aug.flip={flip} a probability in [0, 1].")
         self.translate, self.flip, self.num_classes = int(translate), float(flip), num_classes
-        for name, given, known in (("affine", affine, AFFINE_KEYS), ("erasing", erasing, ERASING_KEYS)):
-            if given and set(given) - known:
-                raise UserError(f"aug.{name}: unknown keys {sorted(set(given) - known)}; known: {sorted(known)}.")
+        # keys and value types against the functions they are passed to, before training: one message, exit code 2
+        checks = (("affine", affine, random_affine), ("erasing", erasing, random_erasing),
+                  ("corrupt", corrupt, random_corruptions))  # fmt: skip
+        for name, given, function in checks:
+            if given:
+                check_arguments(f"aug.{name}", function, given)
         self.affine, self.erasing = dict(affine or {}), dict(erasing or {})
         self.mix = self._make_mix(dict(mix)) if mix else None
-        if corrupt and set(corrupt) - CORRUPT_KEYS:
-            unknown = sorted(set(corrupt) - CORRUPT_KEYS)
-            raise UserError(f"aug.corrupt: unknown keys {unknown}; known: {sorted(CORRUPT_KEYS)}.")
         if corrupt:
             check_names(corrupt.get("names", "all"))  # a wrong name fails before training, not at the first batch
         self.corrupt = dict(corrupt or {})

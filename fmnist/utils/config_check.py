@@ -151,6 +151,12 @@ def check_node(path: str, node: DictConfig) -> None:
             raise ConfigError(f"{shown}: expected {describe(hint)} ({key} of {target}).")
 
 
+def check_arguments(path: str, function: Callable, given: abc.Mapping) -> None:
+    """A config mapping passed on as keyword arguments (e.g. aug.affine to random_affine) checked against the
+    function's parameters and type hints like a `_target_` node: an unknown key or a wrong type is one ConfigError."""
+    check_node(path, OmegaConf.create({"_target_": f"{function.__module__}.{function.__qualname__}", **given}))
+
+
 def check_config_values(cfg: DictConfig) -> None:
     """Refuse a config whose values cannot work, with one message naming the key: required values left out,
     top-level settings of the wrong type, and every `_target_` node against its target's signature."""
