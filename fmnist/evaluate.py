@@ -17,11 +17,11 @@ from lightning.pytorch.callbacks import RichProgressBar
 from omegaconf import DictConfig
 
 from fmnist.data.datamodule import SPLIT_KEYS
-from fmnist.models.files import build, load_safetensors
+from fmnist.models.files import load_trained
 from fmnist.models.tta import check_tta
 from fmnist.robustness import check_corruptions, evaluate_corruptions
 from fmnist.utils.errors import UserError
-from fmnist.utils.io import read_classifier_checkpoint, run_dir_of, scalar_metrics
+from fmnist.utils.io import run_dir_of, scalar_metrics
 from fmnist.utils.loggers import log_images
 from fmnist.utils.plots import plot_confusion_matrix, plot_learning_curves
 from fmnist.utils.runtime import cpu_has_bf16, resolve_precision
@@ -51,15 +51,9 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         check_tta(cfg.tta)
     if cfg.get("corruptions"):  # a wrong name fails before anything loads
         check_corruptions(cfg.corruptions)
-    if Path(cfg.ckpt_path).suffix == ".safetensors":  # an exported model (python export.py, the shipped one)
-        model = load_safetensors(cfg.ckpt_path)
-        trained_with = model.trained_split
-        if not trained_with and "val" in splits:
-            log.warning(f"{cfg.ckpt_path} does not record its training split; val uses the data config's split.")
-    else:
-        checkpoint = read_classifier_checkpoint(cfg.ckpt_path)
-        model = build(dict(checkpoint["hyper_parameters"]), checkpoint["state_dict"], Path(cfg.ckpt_path))
-        trained_with = checkpoint.get("datamodule_hyper_parameters") or {}
+    model, trained_with = load_trained(cfg.ckpt_path)  # a .ckpt, or an exported .safetensors (the shipped ones)
+    if not trained_with and "val" in splits:
+        log.warning(f"{cfg.ckpt_path} does not record its training split; val uses the data config's split.")
     model.tta = model.tta if cfg.tta == "auto" else cfg.tta  # auto: the checkpoint's own (none if it records none)
     scored_precision(model.hparams.get("scoring") or {}, cfg.trainer)
     datamodule = instantiate(cfg.data, **{k: trained_with[k] for k in SPLIT_KEYS if k in trained_with})

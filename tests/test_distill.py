@@ -92,3 +92,25 @@ def test_alpha_one_is_the_plain_cross_entropy_and_alpha_zero_only_the_teachers()
     assert distillation_loss(logits, labels, F.softmax(logits / 4, dim=1), 4.0, 0.0).abs() < 1e-6
     kl = F.kl_div(F.log_softmax(logits / 4, dim=1), teacher, reduction="batchmean") * 16
     assert distillation_loss(logits, labels, teacher, 4.0, 0.0) == pytest.approx(kl.item()) and kl > 0.1
+
+
+@pytest.mark.slow  # long: runs in the slow set (`pytest -m slow`, the second step of .ci/run)
+def test_an_exported_model_file_teaches_like_its_checkpoint(teachers, tiny_data, tmp_path):
+    """A .safetensors file from export.py (a shipped model) is a teacher too: same weights, so the same validation
+    accuracy as its run saw; the split it records is still checked against the student's."""
+    exported = tmp_path / "teacher.safetensors"
+    ckpt = teachers[0] / "checkpoints" / "best.ckpt"
+    out = f"paths.log_dir={tmp_path / 'export'}"
+    result = run_cli("export.py", f"ckpt_path={ckpt}", "format=safetensors", f"out={exported}", out)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    result = distill(tiny_data, tmp_path / "ok", [exported])
+    assert result.returncode == 0, result.stderr[-3000:]
+    recorded = json.loads((only_run_dir(tmp_path / "ok") / "metrics.json").read_text())["teachers"]
+    own = json.loads((teachers[0] / "metrics.json").read_text())["val/acc_best"]
+    assert [t["ckpt_path"] for t in recorded] == [str(exported)]
+    assert recorded[0]["val_acc"] == pytest.approx(own, abs=1e-6)
+
+    refused = distill(tiny_data, tmp_path / "refused", [exported], "data.split_seed=1")
+    output = refused.stdout + refused.stderr
+    assert refused.returncode == 2 and "data.split_seed=0 vs 1" in output and "Traceback" not in output

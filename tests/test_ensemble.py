@@ -211,3 +211,20 @@ def test_booby_trapped_checkpoint_is_refused_without_running_its_code(runs, tiny
     assert "Traceback" not in result.stderr
     assert not marker.exists(), "the checkpoint's pickled code ran"
     assert not list(tmp_path.rglob("metrics.json"))
+
+
+def test_an_exported_model_file_is_a_member_like_its_checkpoint(runs, tiny_data, tmp_path):
+    """A .safetensors file from export.py (a shipped model) joins an ensemble without pickle, scored with the TTA
+    and temperature its run recorded: the same test figures as its run."""
+    sweep = runs / "train" / "multiruns" / "sweep"
+    exported = tmp_path / "m0.safetensors"
+    ckpt = f"ckpt_path={sweep}/0/checkpoints/best.ckpt"
+    result = run_cli("export.py", ckpt, "format=safetensors", f"out={exported}", f"paths.log_dir={tmp_path}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    overrides = [*ensemble_overrides(tiny_data, tmp_path), f"runs=[{sweep}/1,{exported}]", "methods=[soft]"]
+    ensemble_run.ensemble(compose_cfg("ensemble", overrides, tmp_path / "ensemble"))
+    row = json.loads((tmp_path / "ensemble" / "results.json").read_text())["rows"][1]
+    trained = json.loads((sweep / "0" / "metrics.json").read_text())
+    assert row["temperature"] == trained["temperature"]
+    assert row["test"]["acc"] == pytest.approx(trained["test/acc"], abs=1e-6)
+    assert row["test_ts"]["nll"] == pytest.approx(trained["test/nll"], abs=1e-4)

@@ -10,14 +10,16 @@ from pathlib import Path
 import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from fmnist.data.datamodule import VAL_SPLIT_KEYS
+from fmnist.data.datamodule import VAL_SPLIT_KEYS, split_differences
 from fmnist.dataset import to_unit_float
 from fmnist.models.classifier import Classifier
-from fmnist.models.files import build
+from fmnist.models.files import load_trained
 from fmnist.models.tta import tta_logits
 from fmnist.utils.errors import CheckpointError, UserError
-from fmnist.utils.io import read_classifier_checkpoint, run_dir_of
+from fmnist.utils.io import run_dir_of
 from fmnist.utils.run_info import describe_run
+
+SHARED_KEYS = (*VAL_SPLIT_KEYS, "checksums")  # members must agree on these: the same validation images
 
 
 @dataclass
@@ -25,7 +27,7 @@ class Member:
     name: str
     ckpt_path: Path
     run_dir: Path | None
-    split: dict  # the data settings the member was trained with (VAL_SPLIT_KEYS and checksums)
+    split: dict  # the data settings the member was trained with (SHARED_KEYS it records)
     data: dict  # all its datamodule settings (train_fraction, data_dir, ...), to rebuild its training split
     model: Classifier
 
@@ -40,26 +42,22 @@ def member_name(index: int, ckpt_path: Path, run_dir: Path | None) -> str:
 
 
 def load_members(paths: list[Path], data_checksums: dict | None) -> list[Member]:
-    """Load every checkpoint (weights_only) and refuse members that were validated on different images."""
+    """Load every model file (a .ckpt weights_only, an exported .safetensors without pickle) and refuse members that
+    were validated on different images."""
     members = []
     for i, path in enumerate(paths):
-        checkpoint = read_classifier_checkpoint(path)  # refuses unsafe, corrupt, GAN and non-classifier files
-        trained_with = checkpoint.get("datamodule_hyper_parameters")
-        if not trained_with or any(k not in trained_with for k in VAL_SPLIT_KEYS):
+        model, trained_with = load_trained(path)  # refuses unsafe, corrupt, GAN and non-classifier files
+        if any(k not in trained_with for k in VAL_SPLIT_KEYS):
             raise CheckpointError(
-                f"{path} does not record the data split it was trained with (datamodule_hyper_parameters), so its "
-                "validation images cannot be known. Use checkpoints written by `python train.py`."
+                f"{path} does not record the data split it was trained with, so its validation images cannot be "
+                "known. Use checkpoints written by `python train.py`, or files exported from them by `export.py`."
             )
-        split = {k: trained_with.get(k) for k in (*VAL_SPLIT_KEYS, "checksums")}
-        model = build(dict(checkpoint["hyper_parameters"]), checkpoint["state_dict"], path)  # eval mode
+        split = {k: trained_with[k] for k in SHARED_KEYS if k in trained_with}
         run_dir = run_dir_of(path)
-        members.append(Member(member_name(i, path, run_dir), path, run_dir, split, dict(trained_with), model))
+        members.append(Member(member_name(i, path, run_dir), path, run_dir, split, trained_with, model))
     first = members[0]
     for member in members[1:]:
-        if member.split != first.split:
-            differ = ", ".join(
-                f"{k}={member.split[k]} vs {first.split[k]}" for k in first.split if member.split[k] != first.split[k]
-            )
+        if differ := split_differences(member.split, first.split, SHARED_KEYS):
             raise UserError(
                 f"{member.run_dir or member.ckpt_path} was trained with a different validation split than "
                 f"{first.run_dir or first.ckpt_path} ({differ}). Weights fitted on validation would see some "
@@ -68,7 +66,8 @@ def load_members(paths: list[Path], data_checksums: dict | None) -> list[Member]
             )
         if member.model.hparams.class_names != first.model.hparams.class_names:
             raise UserError(f"{member.ckpt_path} predicts different classes than {first.ckpt_path}.")
-    if data_checksums is not None and first.split["checksums"] != data_checksums:
+    recorded = [m.split["checksums"] for m in members if "checksums" in m.split]  # exported files keep none
+    if data_checksums is not None and recorded and recorded[0] != data_checksums:
         raise UserError(
             "data.checksums differs from the checksums the members were trained with: pass the data settings the "
             "members were trained with (the same data.checksums)."

@@ -22,13 +22,13 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from hydra.errors import InstantiationException
 
-from fmnist.data.datamodule import SPLIT_KEYS
+from fmnist.data.datamodule import SPLIT_KEYS, split_differences
 from fmnist.models.classifier import Classifier
+from fmnist.models.files import load_trained
 from fmnist.utils.containers import plain
 from fmnist.utils.errors import CheckpointError, UserError
-from fmnist.utils.io import expand_runs, read_classifier_checkpoint
+from fmnist.utils.io import expand_runs
 
 log = logging.getLogger("fmnist")
 
@@ -64,27 +64,17 @@ class Teacher:
 
 
 def load_teacher(path: Path) -> Teacher:
-    """A teacher from its checkpoint (weights_only loading; only fmnist/torch.optim/timm targets instantiated)."""
-    checkpoint = read_classifier_checkpoint(path)  # weights_only; names only fmnist/torch.optim/timm targets
-    try:
-        model = Classifier(**checkpoint["hyper_parameters"])
-        model.load_state_dict(checkpoint["state_dict"], strict=True)
-    except (TypeError, ValueError, RuntimeError, KeyError, InstantiationException) as e:
-        raise CheckpointError(f"Teacher {path} does not rebuild a Classifier ({str(e).splitlines()[0]}).") from e
-    trained_with = checkpoint.get("datamodule_hyper_parameters")
+    """A teacher from a training checkpoint (weights_only loading; only fmnist/torch.optim/timm targets
+    instantiated) or from an exported .safetensors file such as the shipped models/fmnist_resnet.safetensors (no
+    pickle), with the data split it was trained on."""
+    model, trained_with = load_trained(path)
     if not trained_with or any(k not in trained_with for k in SPLIT_KEYS):
         raise CheckpointError(
-            f"Teacher {path} does not record the data split it was trained with (datamodule_hyper_parameters), so "
-            "its validation images cannot be known. Use checkpoints written by `python train.py`."
+            f"Teacher {path} does not record the data split it was trained with, so its validation images cannot be "
+            "known. Use checkpoints written by `python train.py`, or files exported from them by `python export.py`."
         )
     model.eval().requires_grad_(False)
-    return Teacher(path, {k: trained_with.get(k) for k in SHARED_DATA_KEYS}, model)
-
-
-def split_differences(split: dict, other: dict) -> str:
-    """'data.split_seed=1 vs 0, ...' for the keys where two data settings differ; '' when they agree."""
-    differ = [k for k in SHARED_DATA_KEYS if split.get(k) != other.get(k)]
-    return ", ".join(f"data.{k}={split.get(k)} vs {other.get(k)}" for k in differ)
+    return Teacher(path, {k: trained_with[k] for k in SHARED_DATA_KEYS if k in trained_with}, model)
 
 
 class Distiller(Classifier):
@@ -112,7 +102,7 @@ class Distiller(Classifier):
         for t in self.teachers:
             if t.model.hparams.class_names != self.hparams.class_names:
                 raise UserError(f"Teacher {t.ckpt_path} predicts other classes than the student.")
-            if differ := split_differences(t.split, self.teachers[0].split):
+            if differ := split_differences(t.split, self.teachers[0].split, SHARED_DATA_KEYS):
                 raise UserError(
                     f"Teachers {t.ckpt_path} and {self.teachers[0].ckpt_path} were trained on different splits "
                     f"({differ}): distil from runs trained with the same data.val_size, data.split_seed, "
@@ -138,7 +128,7 @@ class Distiller(Classifier):
             return
         student = {k: datamodule.hparams.get(k) for k in SHARED_DATA_KEYS}
         for t in self.teachers:
-            if differ := split_differences(t.split, student):
+            if differ := split_differences(t.split, student, SHARED_DATA_KEYS):
                 raise UserError(
                     f"Teacher {t.ckpt_path} was trained on another data split than this student ({differ}, teacher "
                     "vs student): its soft targets would leak the student's validation images into training. Train "

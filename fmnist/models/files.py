@@ -76,13 +76,22 @@ def save_safetensors(model: Classifier, path: str | Path, extra: dict[str, str] 
         save_file(state, str(tmp), metadata=metadata)
 
 
-def load_classifier(path: str | Path) -> Classifier:
-    """A Classifier in eval mode on the CPU from a .safetensors file or a Lightning .ckpt (weights_only loading)."""
+def load_trained(path: str | Path) -> tuple[Classifier, dict[str, Any]]:
+    """A Classifier in eval mode on the CPU (weights_only loading for a .ckpt, no pickle for a .safetensors) and the
+    data settings it was trained with: a .ckpt's datamodule hyperparameters, or the split keys an exported file
+    records (no data checksums); {} when the file records none."""
     path = Path(path)
     if path.suffix == ".safetensors":
-        return load_safetensors(path)
+        model = load_safetensors(path)
+        return model, dict(model.trained_split)
     checkpoint = read_classifier_checkpoint(path)
-    return build(dict(checkpoint["hyper_parameters"]), checkpoint["state_dict"], path)
+    model = build(dict(checkpoint["hyper_parameters"]), checkpoint["state_dict"], path)
+    return model, dict(checkpoint.get("datamodule_hyper_parameters") or {})
+
+
+def load_classifier(path: str | Path) -> Classifier:
+    """A Classifier in eval mode on the CPU from a .safetensors file or a Lightning .ckpt (weights_only loading)."""
+    return load_trained(path)[0]
 
 
 def load_generator(path: str | Path) -> GAN:

@@ -175,7 +175,7 @@ def checkpoint_of(path: Path, which: str) -> Path:
 
 def expand_runs(runs: str | list[str], which: str = "best", at_least: int = 2) -> list[Path]:
     """Run directories, checkpoint files and globs (e.g. outputs/train/multiruns/<ts>/*) -> checkpoint paths.
-    A glob's matches that are neither directories nor .ckpt files (a multirun's multirun.yaml) are skipped."""
+    A glob's matches that are neither directories nor model files (a multirun's multirun.yaml) are skipped."""
     if which not in ("best", "last"):
         raise UserError(f"checkpoint={which!r}: choose best or last.")
     entries = [runs] if isinstance(runs, str) else list(runs)
@@ -184,7 +184,9 @@ def expand_runs(runs: str | list[str], which: str = "best", at_least: int = 2) -
         pattern = os.path.expanduser(str(entry))
         matches = [pattern]
         if any(c in pattern for c in "*?["):
-            matches = [m for m in sorted(glob.glob(pattern)) if os.path.isdir(m) or m.endswith(".ckpt")]
+            matches = [
+                m for m in sorted(glob.glob(pattern)) if os.path.isdir(m) or m.endswith((".ckpt", ".safetensors"))
+            ]
             if not matches:
                 raise UserError(f"runs: {entry} matches no run directory or checkpoint.")
         paths += [checkpoint_of(Path(m), which).resolve() for m in matches]
