@@ -193,7 +193,7 @@ def test_bad_members_are_refused_naming_the_run(kind, runs, tiny_data, tmp_path)
         ensemble_run.ensemble(cfg)
     assert message in str(error.value) and str(bad) in str(error.value)
     if kind == "other-split":
-        assert "(val_size=150 vs 100)" in str(error.value) and str(good) in str(error.value)
+        assert "(data.val_size=150 vs 100)" in str(error.value) and str(good) in str(error.value)
     assert not (tmp_path / "e" / "metrics.json").exists() and not (tmp_path / "pwned.txt").exists()
 
 

@@ -15,10 +15,10 @@ import torch
 from fmnist import PROJECT_ROOT
 from fmnist.data.corruptions import corrupt
 from fmnist.data.idx import IMAGE_MAGIC, load_idx_gz
-from fmnist.models.files import load_classifier, save_safetensors
+from fmnist.models.files import SPLIT_KEY, load_classifier, save_safetensors
 from fmnist.predict.export import export
 from fmnist.predict.task import predict
-from fmnist.utils.errors import report_user_errors
+from fmnist.utils.errors import CheckpointError, report_user_errors
 
 from conftest import HAVE_REAL_DATA, REAL_DATA, compose_cfg, run_cli
 
@@ -103,6 +103,14 @@ def test_safetensors_round_trip_keeps_every_tensor(tmp_path, random_ckpt):
     save_safetensors(model, tmp_path / "m.safetensors")
     again = load_classifier(tmp_path / "m.safetensors")
     assert all(torch.equal(v, again.state_dict()[k]) for k, v in model.state_dict().items())
+
+
+@pytest.mark.parametrize("record", ['{"val_size": 5000', "[5000, 0]"])
+def test_a_damaged_split_record_is_refused_as_a_bad_model_file(tmp_path, random_ckpt, record):
+    """eval, ensembles and distillation read the split an exported file records: damage ends in one message."""
+    save_safetensors(load_classifier(random_ckpt), tmp_path / "m.safetensors", extra={SPLIT_KEY: record})
+    with pytest.raises(CheckpointError, match=r"fmnist\.split metadata"):
+        load_classifier(tmp_path / "m.safetensors")
 
 
 SHIPPED_RESNET = PROJECT_ROOT / "models" / "fmnist_resnet.safetensors"

@@ -55,19 +55,19 @@ def load_members(paths: list[Path], data_checksums: dict | None) -> list[Member]
         split = {k: trained_with[k] for k in SHARED_KEYS if k in trained_with}
         run_dir = run_dir_of(path)
         members.append(Member(member_name(i, path, run_dir), path, run_dir, split, trained_with, model))
-    first = members[0]
-    for member in members[1:]:
-        if differ := split_differences(member.split, first.split, SHARED_KEYS):
-            raise UserError(
-                f"{member.run_dir or member.ckpt_path} was trained with a different validation split than "
-                f"{first.run_dir or first.ckpt_path} ({differ}). Weights fitted on validation would see some "
-                "members' training images: ensemble runs trained with the same data.val_size, data.split_seed and "
-                "data set."
-            )
-        if member.model.hparams.class_names != first.model.hparams.class_names:
-            raise UserError(f"{member.ckpt_path} predicts different classes than {first.ckpt_path}.")
+    for j, member in enumerate(members):
+        for other in members[:j]:  # every pair: an exported file records no checksums to compare through
+            if differ := split_differences(member.split, other.split, SHARED_KEYS):
+                raise UserError(
+                    f"{member.run_dir or member.ckpt_path} was trained with a different validation split than "
+                    f"{other.run_dir or other.ckpt_path} ({differ}). Weights fitted on validation would see some "
+                    "members' training images: ensemble runs trained with the same data.val_size, data.split_seed "
+                    "and data set."
+                )
+        if member.model.hparams.class_names != members[0].model.hparams.class_names:
+            raise UserError(f"{member.ckpt_path} predicts different classes than {members[0].ckpt_path}.")
     recorded = [m.split["checksums"] for m in members if "checksums" in m.split]  # exported files keep none
-    if data_checksums is not None and recorded and recorded[0] != data_checksums:
+    if data_checksums is not None and any(c != data_checksums for c in recorded):
         raise UserError(
             "data.checksums differs from the checksums the members were trained with: pass the data settings the "
             "members were trained with (the same data.checksums)."

@@ -73,7 +73,13 @@ def relabel(cfg: DictConfig) -> Path:
 def label_with_teachers(cfg: DictConfig, source: str, members: list, tta: str, out: Path) -> float | None:
     """Write the set with the teachers' labels (soft, or the images they agree with); the share of images whose
     label the teachers' soft vote agrees with (None for a soft-labelled source)."""
-    images, labels, meta = teacher_images(source, members[0].data)
+    data = next((m.data for m in members if "data_dir" in m.data), None)  # exported files record only the split
+    if source == "real" and data is None:
+        raise UserError(
+            "source=real rebuilds the teachers' training split from a training checkpoint's data settings; "
+            "the teachers are exported files that record only the split: pass at least one run or .ckpt in runs=."
+        )
+    images, labels, meta = teacher_images(source, data or {})
     if cfg.mode == "filter" and labels is None:
         raise UserError(f"mode=filter needs hard labels to compare with; {source} is soft-labelled already.")
     logits = predict(members, images, "relabel", tta, config_int(cfg, "batch_size", minimum=1), torch.device("cpu"))

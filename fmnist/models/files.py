@@ -60,8 +60,14 @@ def load_safetensors(path: str | Path) -> Classifier:
         hparams = json.loads(metadata[HPARAMS_KEY])
     except json.JSONDecodeError as e:
         raise CheckpointError(f"{path}: its {HPARAMS_KEY} metadata is not valid JSON ({e}).") from e
+    try:
+        trained_split = json.loads(metadata.get(SPLIT_KEY, "{}"))
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{path}: its {SPLIT_KEY} metadata is not valid JSON ({e}).") from e
+    if not isinstance(trained_split, dict):
+        raise CheckpointError(f"{path}: its {SPLIT_KEY} metadata is not a mapping of data settings.")
     model = build(hparams, state_dict, path)
-    model.trained_split = json.loads(metadata.get(SPLIT_KEY, "{}"))
+    model.trained_split = trained_split
     model.source = metadata.get(SOURCE_KEY)  # the checkpoint it was exported from, when recorded
     return model
 
