@@ -15,6 +15,7 @@ from fmnist.data.synthetic import SyntheticMix, load_synthetic, save_synthetic
 from fmnist.dataset import to_unit_float
 from fmnist.gan.relabel import relabel, teacher_images
 from fmnist.models.classifier import Classifier
+from fmnist.models.files import SPLIT_KEY, load_classifier, save_safetensors
 from fmnist.train import build
 from fmnist.utils.errors import DataError, UserError
 
@@ -149,6 +150,12 @@ def test_relabel_refuses_bad_input(teacher, tmp_path):
     torch.save(checkpoint, tmp_path / "full.ckpt")
     with pytest.raises(UserError, match=r"different data\.train_fraction"):
         relabel_with(tmp_path, f"source={soft}", f"runs=[{teacher},{tmp_path / 'full.ckpt'}]")
+    exported = tmp_path / "exported.safetensors"  # records the split (as export.py does), not where the data lives
+    split = {k: checkpoint["datamodule_hyper_parameters"][k] for k in ("val_size", "split_seed")}
+    model = load_classifier(teacher / "checkpoints" / "best.ckpt")
+    save_safetensors(model, exported, {SPLIT_KEY: json.dumps({**split, "train_fraction": 0.5})})
+    with pytest.raises(UserError, match="source=real rebuilds the teachers' training split"):
+        relabel_with(tmp_path, "source=real", f"runs={exported}")
     result = run_cli("scripts/relabel.py", f"source={tmp_path / 'missing.safetensors'}", f"runs={teacher}",
                      f"paths.log_dir={tmp_path / 'out'}")  # fmt: skip
     assert result.returncode == 2 and "does not exist" in result.stdout + result.stderr

@@ -62,6 +62,11 @@ def relabel(cfg: DictConfig) -> Path:
     members = load_members(paths, data_checksums=None)  # weights_only; refuses members of different val splits
     if len({m.data.get("train_fraction") for m in members}) > 1:
         raise UserError("The teachers were trained on different data.train_fraction; use teachers of one split.")
+    if source == "real" and not any("data_dir" in m.data for m in members):
+        raise UserError(
+            "source=real rebuilds the teachers' training split from a training checkpoint's data settings; "
+            "the teachers are exported files that record only the split: pass at least one run or .ckpt in runs=."
+        )
     with task_run(cfg, csv=False) as run:
         out.parent.mkdir(parents=True, exist_ok=True)
         agreement = label_with_teachers(cfg, source, members, tta, out)
@@ -73,13 +78,8 @@ def relabel(cfg: DictConfig) -> Path:
 def label_with_teachers(cfg: DictConfig, source: str, members: list, tta: str, out: Path) -> float | None:
     """Write the set with the teachers' labels (soft, or the images they agree with); the share of images whose
     label the teachers' soft vote agrees with (None for a soft-labelled source)."""
-    data = next((m.data for m in members if "data_dir" in m.data), None)  # exported files record only the split
-    if source == "real" and data is None:
-        raise UserError(
-            "source=real rebuilds the teachers' training split from a training checkpoint's data settings; "
-            "the teachers are exported files that record only the split: pass at least one run or .ckpt in runs=."
-        )
-    images, labels, meta = teacher_images(source, data or {})
+    data = next((m.data for m in members if "data_dir" in m.data), {})  # exported files record only the split
+    images, labels, meta = teacher_images(source, data)
     if cfg.mode == "filter" and labels is None:
         raise UserError(f"mode=filter needs hard labels to compare with; {source} is soft-labelled already.")
     logits = predict(members, images, "relabel", tta, config_int(cfg, "batch_size", minimum=1), torch.device("cpu"))
