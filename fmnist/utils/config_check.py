@@ -15,7 +15,6 @@ import re
 import sys
 import types
 import typing
-from collections.abc import Callable, Iterator
 from enum import Enum
 from typing import Any, Literal, Union
 
@@ -94,7 +93,7 @@ def _value(node: DictConfig | ListConfig, key: Any) -> tuple[bool, Any]:
     return False, None
 
 
-def target_nodes(node: Any, path: str = "") -> Iterator[tuple[str, DictConfig]]:
+def target_nodes(node: Any, path: str = "") -> abc.Iterator[tuple[str, DictConfig]]:
     """Every node with a `_target_`, nested ones included, with its key path (Hydra's own `hydra:` node skipped)."""
     if isinstance(node, DictConfig):
         if "_target_" in node:
@@ -151,7 +150,7 @@ def check_node(path: str, node: DictConfig) -> None:
             raise ConfigError(f"{shown}: expected {describe(hint)} ({key} of {target}).")
 
 
-def check_arguments(path: str, function: Callable, given: abc.Mapping) -> None:
+def check_arguments(path: str, function: abc.Callable, given: abc.Mapping) -> None:
     """A config mapping passed on as keyword arguments (e.g. aug.affine to random_affine) checked against the
     function's parameters and type hints like a `_target_` node: an unknown key or a wrong type is one ConfigError."""
     check_node(path, OmegaConf.create({"_target_": f"{function.__module__}.{function.__qualname__}", **given}))
@@ -182,18 +181,16 @@ def instantiation_error(error: InstantiationException, cfg: DictConfig) -> Confi
     while current is not None and current not in chain:
         chain.append(current)
         current = current.__cause__ or current.__context__
-    cause = chain[-1]
+    cause, path, node = chain[-1], "", None
     if not isinstance(cause, CONFIG_CAUSED) or find_user_error(error) is not None:
         return None
-    path, node = "", None
     for link in (e for e in chain if isinstance(e, InstantiationException)):
         full_key, target = re.search(r"full_key: (\S+)", str(link)), re.search(r"target '([^']+)'", str(link))
         # Hydra names the node it builds; a target that builds its own parts (the Classifier) names their target
         inner = [p for p, n in target_nodes(node, path) if p != path and target and n.get("_target_") == target[1]]
         path = full_key[1] if full_key else inner[0] if len(inner) == 1 else path
         node = OmegaConf.select(cfg, path) if path else None
-    message = str(cause).strip() or type(cause).__name__
-    where = path or "the config"
+    message, where = str(cause).strip() or type(cause).__name__, path or "the config"
     keys = [str(k) for k in node if not str(k).startswith("_")] if isinstance(node, DictConfig) else []
     named = [k for k in keys if re.search(rf"\b{re.escape(k)}\b", message)]  # the key the target's message names
     if len(named) == 1:
@@ -201,7 +198,7 @@ def instantiation_error(error: InstantiationException, cfg: DictConfig) -> Confi
     return ConfigError(f"{where}: {message} (HYDRA_FULL_ERROR=1 shows the traceback)")
 
 
-def checked(task: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any]:
+def checked(task: abc.Callable[[DictConfig], Any]) -> abc.Callable[[DictConfig], Any]:
     """`task` preceded by the config checks; a config-caused error while instantiating becomes a ConfigError."""
 
     @functools.wraps(task)
@@ -234,8 +231,7 @@ def _release_full_error() -> None:
 
 
 def _given(key: str, overrides: list[str]) -> tuple[str, str, str]:
-    """The override that reached `key` as typed ('trainr.max_epochs=3'), the rest of its key below `key`
-    ('.max_epochs') and its value ('3')."""
+    """The override that reached `key` as typed ('trainr.max_epochs=3'), its key's rest ('.max_epochs'), its value."""
     for arg in overrides:
         typed_key, _, value = arg.partition("=")
         typed_key = typed_key.lstrip("+~")
@@ -253,8 +249,7 @@ def composition_error(error: Exception, overrides: list[str] | None = None) -> U
     cause = error.__cause__
     if isinstance(error, MissingConfigException) and error.missing_cfg_file and error.options:
         group, _, option = error.missing_cfg_file.rpartition("/")
-        guess = closest(option, error.options)
-        hint = f"did you mean {group}={guess}? " if guess else ""
+        hint = f"did you mean {group}={guess}? " if (guess := closest(option, error.options)) else ""
         found = f"Could not find '{error.missing_cfg_file}'"  # Hydra's words
         return ConfigError(f"{group}={option}: {found}; {hint}(options: {', '.join(error.options)})")
     if isinstance(cause, OmegaConfBaseException) and cause.full_key and "Could not override" in str(error):
@@ -281,7 +276,7 @@ def composition_error(error: Exception, overrides: list[str] | None = None) -> U
     return ConfigError(message)
 
 
-def report_composition_errors(main: Callable[[], Any]) -> Callable[[], Any]:
+def report_composition_errors(main: abc.Callable[[], Any]) -> abc.Callable[[], Any]:
     """A `hydra.main` entry point whose refused overrides end in one line with the closest valid name and exit code
     2 (Hydra prints several, exits 1). HYDRA_FULL_ERROR=1 makes Hydra re-raise: set until the task starts."""
 
