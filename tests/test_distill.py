@@ -11,7 +11,8 @@ import torch
 import torch.nn.functional as F
 
 from fmnist.models.classifier import Classifier
-from fmnist.models.distill import distillation_loss
+from fmnist.models.distill import Distiller, distillation_loss
+from fmnist.utils.errors import UserError
 
 from conftest import only_run_dir, run_cli, tiny_data_overrides, tiny_overrides
 
@@ -114,3 +115,21 @@ def test_an_exported_model_file_teaches_like_its_checkpoint(teachers, tiny_data,
     refused = distill(tiny_data, tmp_path / "refused", [exported], "data.split_seed=1")
     output = refused.stdout + refused.stderr
     assert refused.returncode == 2 and "data.split_seed=0 vs 1" in output and "Traceback" not in output
+
+
+def test_teachers_trained_on_different_data_are_refused(random_ckpt, tmp_path):
+    """Every pair of teachers is compared (split and data checksums), before any student trains."""
+    checkpoint = torch.load(random_ckpt, weights_only=True)
+    data = checkpoint["datamodule_hyper_parameters"]
+    for name, change in [("a", {}), ("seed", {"split_seed": 1}), ("data", {"checksums": {"train": "0" * 32}}),
+                         ("data2", {"checksums": {"train": "1" * 32}})]:  # fmt: skip
+        checkpoint["datamodule_hyper_parameters"] = {**data, **change}
+        torch.save(checkpoint, tmp_path / f"{name}.ckpt")
+    student = {k: v for k, v in checkpoint["hyper_parameters"].items() if k != "scoring"}
+    for other, differ in [("seed", "data.split_seed=1 vs 0"), ("data2", "data.checksums=")]:
+        first = "a" if other == "seed" else "data"
+        runs = [str(tmp_path / f"{first}.ckpt"), str(tmp_path / f"{other}.ckpt")]
+        with pytest.raises(UserError, match="were trained on different splits") as error:
+            Distiller(teacher={"runs": runs}, **student)
+        assert differ in str(error.value)
+    Distiller(teacher={"runs": [str(tmp_path / "a.ckpt"), str(tmp_path / "a.ckpt")]}, **student)  # the control

@@ -12,7 +12,9 @@ import pytest
 import torch
 
 import fmnist.ensemble.run as ensemble_run
+from fmnist.ensemble.members import load_members
 from fmnist.models.classifier import Classifier
+from fmnist.predict.export import export
 from fmnist.runs import collect_runs
 from fmnist.utils.errors import UserError
 
@@ -228,3 +230,24 @@ def test_an_exported_model_file_is_a_member_like_its_checkpoint(runs, tiny_data,
     assert row["temperature"] == trained["temperature"]
     assert row["test"]["acc"] == pytest.approx(trained["test/acc"], abs=1e-6)
     assert row["test_ts"]["nll"] == pytest.approx(trained["test/nll"], abs=1e-4)
+
+
+def test_a_member_trained_on_other_images_is_refused_through_an_exported_file(runs, tiny_data, tmp_path):
+    """An exported file keeps its data checksums: a member trained on other images with the same val_size and
+    split_seed is refused whichever side the exported file is on, and so is a data config that differs."""
+    sweep = runs / "train" / "multiruns" / "sweep"
+    exported = tmp_path / "m0.safetensors"
+    overrides = [f"ckpt_path={sweep}/0/checkpoints/best.ckpt", "format=safetensors", f"out={exported}"]
+    export(compose_cfg("export", [*overrides, f"paths.log_dir={tmp_path}"], tmp_path / "export"))
+    checkpoint = torch.load(sweep / "1" / "checkpoints" / "best.ckpt", weights_only=True)
+    recorded = checkpoint["datamodule_hyper_parameters"]["checksums"]
+    checkpoint["datamodule_hyper_parameters"]["checksums"] = {name: "0" * 32 for name in recorded}
+    other = tmp_path / "other.ckpt"
+    torch.save(checkpoint, other)
+    for paths in ([exported, other], [other, exported]):
+        with pytest.raises(UserError, match="different validation split") as error:
+            load_members(paths, None)
+        assert "data.checksums=" in str(error.value)
+    with pytest.raises(UserError, match=r"data\.checksums differs"):
+        load_members([exported], {name: "0" * 32 for name in recorded})
+    assert load_members([exported], dict(recorded))[0].split["checksums"] == recorded

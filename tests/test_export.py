@@ -15,12 +15,12 @@ import torch
 from fmnist import PROJECT_ROOT
 from fmnist.data.corruptions import corrupt
 from fmnist.data.idx import IMAGE_MAGIC, load_idx_gz
-from fmnist.models.files import SPLIT_KEY, load_classifier, save_safetensors
+from fmnist.models.files import SPLIT_KEY, load_classifier, load_trained, save_safetensors
 from fmnist.predict.export import export
 from fmnist.predict.task import predict
 from fmnist.utils.errors import CheckpointError, report_user_errors
 
-from conftest import HAVE_REAL_DATA, REAL_DATA, compose_cfg, run_cli
+from conftest import HAVE_REAL_DATA, REAL_DATA, compose_cfg, run_cli, tiny_data_overrides
 
 SHIPPED = PROJECT_ROOT / "models" / "fmnist_cnn.safetensors"
 
@@ -105,12 +105,57 @@ def test_safetensors_round_trip_keeps_every_tensor(tmp_path, random_ckpt):
     assert all(torch.equal(v, again.state_dict()[k]) for k, v in model.state_dict().items())
 
 
-@pytest.mark.parametrize("record", ['{"val_size": 5000', "[5000, 0]"])
+DAMAGED_SPLITS = [
+    '{"val_size": 5000',
+    "[5000, 0]",
+    '{"val_size": "5000", "split_seed": 0}',
+    '{"split_seed": true}',
+    '{"train_fraction": [1]}',
+    '{"checksums": {"train": 1}}',
+    '{"val_size": 5000, "data_dir": "/etc"}',
+]
+
+
+@pytest.mark.parametrize("record", DAMAGED_SPLITS)
 def test_a_damaged_split_record_is_refused_as_a_bad_model_file(tmp_path, random_ckpt, record):
-    """eval, ensembles and distillation read the split an exported file records: damage ends in one message."""
+    """eval, ensembles and distillation read the split an exported file records: damage (a wrong type, or a setting
+    such as data_dir that an export never writes) ends in one message."""
     save_safetensors(load_classifier(random_ckpt), tmp_path / "m.safetensors", extra={SPLIT_KEY: record})
     with pytest.raises(CheckpointError, match=r"fmnist\.split metadata"):
         load_classifier(tmp_path / "m.safetensors")
+
+
+@pytest.mark.parametrize("settings", ["5000", {"val_size": 5000, "split_seed": "0"}])
+def test_a_checkpoint_with_damaged_data_settings_is_refused(tmp_path, random_ckpt, settings):
+    checkpoint = torch.load(random_ckpt, weights_only=True)
+    checkpoint["datamodule_hyper_parameters"] = settings
+    torch.save(checkpoint, tmp_path / "damaged.ckpt")
+    with pytest.raises(CheckpointError, match="datamodule_hyper_parameters"):
+        load_trained(tmp_path / "damaged.ckpt")
+
+
+def test_an_export_keeps_the_data_checksums_and_claims_no_split_it_was_not_trained_on(tmp_path, random_ckpt, tiny_data):
+    """The checksums travel with the split, so ensembles and distillation compare data sets through exported
+    files; a model that records no split is calibrated on the data config's, which its file does not claim."""
+    checkpoint = torch.load(random_ckpt, weights_only=True)
+    checksums = {"train-images-idx3-ubyte": "0" * 32}
+    checkpoint["datamodule_hyper_parameters"]["checksums"] = checksums
+    torch.save(checkpoint, tmp_path / "with_checksums.ckpt")
+    run_export(
+        tmp_path,
+        f"ckpt_path={tmp_path / 'with_checksums.ckpt'}",
+        f"out={tmp_path / 'a.safetensors'}",
+        "format=safetensors",
+    )
+    assert load_trained(tmp_path / "a.safetensors")[1]["checksums"] == checksums
+
+    del checkpoint["datamodule_hyper_parameters"]
+    torch.save(checkpoint, tmp_path / "no_split.ckpt")
+    data = [o for o in tiny_data_overrides(tiny_data, tmp_path) if o.startswith("data.")]  # val_size=100
+    run_export(tmp_path, f"ckpt_path={tmp_path / 'no_split.ckpt'}", f"out={tmp_path / 'b.safetensors'}",
+               "format=safetensors", "calibrate=true", *data)  # fmt: skip
+    assert load_trained(tmp_path / "b.safetensors")[1] == {}  # so no ensemble or distillation takes it
+    assert json.loads((tmp_path / "b.json").read_text())["calibrated_on"]["val_size"] == 100
 
 
 SHIPPED_RESNET = PROJECT_ROOT / "models" / "fmnist_resnet.safetensors"

@@ -155,7 +155,8 @@ def test_relabel_refuses_bad_input(teacher, tmp_path):
     model = load_classifier(teacher / "checkpoints" / "best.ckpt")
     save_safetensors(model, exported, {SPLIT_KEY: json.dumps({**split, "train_fraction": 0.5})})
     with pytest.raises(UserError, match="source=real rebuilds the teachers' training split"):
-        relabel_with(tmp_path, "source=real", f"runs={exported}")
+        relabel_with(tmp_path / "real", "source=real", f"runs={exported}")
+    assert not (tmp_path / "real").exists()  # refused before its run directory is made
     result = run_cli("scripts/relabel.py", f"source={tmp_path / 'missing.safetensors'}", f"runs={teacher}",
                      f"paths.log_dir={tmp_path / 'out'}")  # fmt: skip
     assert result.returncode == 2 and "does not exist" in result.stdout + result.stderr

@@ -48,7 +48,7 @@ SPLIT_KEYS = (*VAL_SPLIT_KEYS, "train_fraction")  # and the share of the rest ke
 
 def split_differences(split: dict, other: dict, keys: tuple[str, ...]) -> str:
     """'data.split_seed=1 vs 0, ...' for the `keys` where two runs' data settings differ; '' when they agree. A key
-    one side does not record (an exported model file keeps no data checksums) is not compared."""
+    one side does not record (a model file exported before checksums were kept has none) is not compared."""
     differ = [k for k in keys if k in split and k in other and split[k] != other[k]]
     return ", ".join(f"data.{k}={split[k]} vs {other[k]}" for k in differ)
 

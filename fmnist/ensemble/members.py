@@ -28,7 +28,7 @@ class Member:
     ckpt_path: Path
     run_dir: Path | None
     split: dict  # the data settings the member was trained with (SHARED_KEYS it records)
-    data: dict  # all its datamodule settings (train_fraction, data_dir, ...), to rebuild its training split
+    data: dict  # its recorded data settings: a checkpoint's all (data_dir, ...), an exported file's split only
     model: Classifier
 
 
@@ -56,7 +56,7 @@ def load_members(paths: list[Path], data_checksums: dict | None) -> list[Member]
         run_dir = run_dir_of(path)
         members.append(Member(member_name(i, path, run_dir), path, run_dir, split, trained_with, model))
     for j, member in enumerate(members):
-        for other in members[:j]:  # every pair: an exported file records no checksums to compare through
+        for other in members[:j]:  # every pair: an older exported file has no checksums to compare through
             if differ := split_differences(member.split, other.split, SHARED_KEYS):
                 raise UserError(
                     f"{member.run_dir or member.ckpt_path} was trained with a different validation split than "
@@ -66,7 +66,7 @@ def load_members(paths: list[Path], data_checksums: dict | None) -> list[Member]
                 )
         if member.model.hparams.class_names != members[0].model.hparams.class_names:
             raise UserError(f"{member.ckpt_path} predicts different classes than {members[0].ckpt_path}.")
-    recorded = [m.split["checksums"] for m in members if "checksums" in m.split]  # exported files keep none
+    recorded = [m.split["checksums"] for m in members if "checksums" in m.split]  # older exported files: none
     if data_checksums is not None and any(c != data_checksums for c in recorded):
         raise UserError(
             "data.checksums differs from the checksums the members were trained with: pass the data settings the "

@@ -102,7 +102,7 @@ class Distiller(Classifier):
         for j, t in enumerate(self.teachers):
             if t.model.hparams.class_names != self.hparams.class_names:
                 raise UserError(f"Teacher {t.ckpt_path} predicts other classes than the student.")
-            for other in self.teachers[:j]:  # every pair: an exported file records no checksums to compare through
+            for other in self.teachers[:j]:  # every pair: an older exported file has no checksums to compare through
                 if differ := split_differences(t.split, other.split, SHARED_DATA_KEYS):
                     raise UserError(
                         f"Teachers {t.ckpt_path} and {other.ckpt_path} were trained on different splits "

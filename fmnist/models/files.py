@@ -10,12 +10,14 @@ must belong to fmnist, torch.optim or timm before anything is instantiated.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 from hydra.errors import InstantiationException
 
+from fmnist.data.datamodule import SPLIT_KEYS
 from fmnist.models.classifier import Classifier
 from fmnist.models.gan import GAN
 from fmnist.utils.errors import CheckpointError
@@ -28,7 +30,8 @@ from fmnist.utils.io import (
 )
 
 HPARAMS_KEY = "fmnist.hparams"
-SPLIT_KEY = "fmnist.split"  # JSON of the data settings the model was trained with (SPLIT_KEYS), when known
+SPLIT_KEY = "fmnist.split"  # JSON of the data settings the model was trained with (RECORDED_KEYS), when known
+RECORDED_KEYS = (*SPLIT_KEYS, "checksums")  # which images it trained and was validated on: all an export keeps
 SOURCE_KEY = "fmnist.source"  # the file name of the checkpoint it was exported from
 FORMAT_KEY = "fmnist.format"
 FORMAT = "fmnist-classifier-v1"
@@ -64,10 +67,10 @@ def load_safetensors(path: str | Path) -> Classifier:
         trained_split = json.loads(metadata.get(SPLIT_KEY, "{}"))
     except json.JSONDecodeError as e:
         raise CheckpointError(f"{path}: its {SPLIT_KEY} metadata is not valid JSON ({e}).") from e
-    if not isinstance(trained_split, dict):
-        raise CheckpointError(f"{path}: its {SPLIT_KEY} metadata is not a mapping of data settings.")
+    if isinstance(trained_split, Mapping) and (unknown := sorted(set(trained_split) - set(RECORDED_KEYS))):
+        raise CheckpointError(f"{path}: its {SPLIT_KEY} metadata records unknown settings {unknown}.")
     model = build(hparams, state_dict, path)
-    model.trained_split = trained_split
+    model.trained_split = checked_split(trained_split, path, f"its {SPLIT_KEY} metadata")
     model.source = metadata.get(SOURCE_KEY)  # the checkpoint it was exported from, when recorded
     return model
 
@@ -84,15 +87,34 @@ def save_safetensors(model: Classifier, path: str | Path, extra: dict[str, str] 
 
 def load_trained(path: str | Path) -> tuple[Classifier, dict[str, Any]]:
     """A Classifier in eval mode on the CPU (weights_only loading for a .ckpt, no pickle for a .safetensors) and the
-    data settings it was trained with: a .ckpt's datamodule hyperparameters, or the split keys an exported file
-    records (no data checksums); {} when the file records none."""
+    data settings it was trained with: a .ckpt's datamodule hyperparameters, or the RECORDED_KEYS an exported file
+    keeps (files exported before the data checksums were kept, such as the shipped ones, have no `checksums`); {}
+    when the file records none."""
     path = Path(path)
     if path.suffix == ".safetensors":
         model = load_safetensors(path)
         return model, dict(model.trained_split)
     checkpoint = read_classifier_checkpoint(path)
     model = build(dict(checkpoint["hyper_parameters"]), checkpoint["state_dict"], path)
-    return model, dict(checkpoint.get("datamodule_hyper_parameters") or {})
+    trained_with = checkpoint.get("datamodule_hyper_parameters") or {}
+    return model, checked_split(trained_with, path, "its datamodule_hyper_parameters")
+
+
+def checked_split(settings: Any, path: Path, where: str) -> dict[str, Any]:
+    """`settings` as a dict when its RECORDED_KEYS have the types a datamodule gives them; CheckpointError naming
+    the file otherwise (ensembles, distillation and eval.py rebuild and compare splits from them)."""
+    if not isinstance(settings, Mapping):
+        raise CheckpointError(f"{path}: {where} is not a mapping of data settings; re-export or retrain the model.")
+    valid = {
+        "val_size": lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1,
+        "split_seed": lambda v: isinstance(v, int) and not isinstance(v, bool),
+        "train_fraction": lambda v: isinstance(v, int | float) and not isinstance(v, bool) and 0 < v <= 1,
+        "checksums": lambda v: v is None or (isinstance(v, Mapping) and all(isinstance(x, str) for x in v.values())),
+    }
+    for key, ok in valid.items():
+        if key in settings and not ok(settings[key]):
+            raise CheckpointError(f"{path}: {where} records {key}={settings[key]!r}, which no datamodule writes.")
+    return dict(settings)
 
 
 def load_classifier(path: str | Path) -> Classifier:

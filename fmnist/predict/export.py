@@ -29,11 +29,19 @@ from torch import nn
 from fmnist.data.datamodule import SPLIT_KEYS
 from fmnist.models.calibration import batches, fit_scoring, logits_and_labels
 from fmnist.models.classifier import Classifier, normalise
-from fmnist.models.files import SOURCE_KEY, SPLIT_KEY, load_classifier, load_safetensors, save_safetensors
+from fmnist.models.files import (
+    RECORDED_KEYS,
+    SOURCE_KEY,
+    SPLIT_KEY,
+    load_classifier,
+    load_safetensors,
+    load_trained,
+    save_safetensors,
+)
 from fmnist.models.tta import check_tta
 from fmnist.predict.preprocess import BACKGROUND_TOLERANCE
 from fmnist.utils.errors import UserError
-from fmnist.utils.io import atomic_path, read_classifier_checkpoint
+from fmnist.utils.io import atomic_path
 from fmnist.utils.runtime import setup_runtime
 from fmnist.utils.task import hydra_task
 
@@ -175,22 +183,24 @@ def sidecar(model: Classifier, cfg: DictConfig, out: Path, diff: float | None) -
     }
 
 
-def trained_split(cfg: DictConfig, model: Classifier) -> dict:
-    """The data settings (SPLIT_KEYS) the model was trained with: a .ckpt's datamodule hyperparameters, or what a
-    .safetensors file records; empty when unknown."""
-    if Path(cfg.ckpt_path).suffix == ".safetensors":
-        return dict(getattr(model, "trained_split", {}) or {})
-    trained_with = read_classifier_checkpoint(cfg.ckpt_path).get("datamodule_hyper_parameters") or {}
-    return {k: trained_with[k] for k in SPLIT_KEYS if k in trained_with}
+def trained_split(ckpt_path: str) -> dict:
+    """The data settings (RECORDED_KEYS) the model was trained with, as its checkpoint or model file records them;
+    empty when unknown. The export keeps them, so ensembles and distillation can check its split and data set."""
+    trained_with = load_trained(ckpt_path)[1]
+    return {k: trained_with[k] for k in RECORDED_KEYS if k in trained_with}
 
 
 def calibrate(cfg: DictConfig, model: Classifier, split: dict) -> dict:
     """Fit the model's `scoring` on its validation split (fp32 on the CPU), under `tta` (auto: its recorded one).
     Returns the split used (the data config's when the model records none)."""
     tta = model.tta if cfg.tta == "auto" else check_tta(cfg.tta)
+    split = {k: split[k] for k in SPLIT_KEYS if k in split}
     if not split:
         split = {k: cfg.data[k] for k in SPLIT_KEYS}
-        log.warning(f"{cfg.ckpt_path} does not record its training split; calibrating on the data config's {split}.")
+        log.warning(
+            f"{cfg.ckpt_path} does not record its training split; calibrating on the data config's {split}. The "
+            "exported file will not claim it as its training split: it cannot join ensembles or teach."
+        )
     datamodule = instantiate(cfg.data, **split)
     datamodule.setup("validate")
     val = datamodule.val_set
@@ -207,9 +217,8 @@ def export(cfg: DictConfig) -> dict:
     setup_runtime(cfg)
     # safetensors keeps the model as trained (channels_last included); the traced formats use the plain layout
     model = load_classifier(cfg.ckpt_path) if cfg.format == "safetensors" else plain_model(cfg.ckpt_path)
-    split = trained_split(cfg, model)
-    if cfg.get("calibrate"):
-        split = calibrate(cfg, model, split)
+    split = trained_split(cfg.ckpt_path)
+    calibrated_on = calibrate(cfg, model, split) if cfg.get("calibrate") else None
     out = Path(cfg.out) if cfg.out else Path(cfg.paths.output_dir) / (Path(cfg.ckpt_path).stem + FORMATS[cfg.format])
     if out.suffix != FORMATS[cfg.format]:  # else out=model.json would be overwritten by its own sidecar
         raise UserError(f"out={out}: a {cfg.format} model file must end in {FORMATS[cfg.format]}.")
@@ -221,12 +230,14 @@ def export(cfg: DictConfig) -> dict:
         diff = export_torchscript(model, out)
     else:
         extra = {SOURCE_KEY: getattr(model, "source", None) or Path(cfg.ckpt_path).name}  # a re-export keeps it
-        if split:  # the split it was selected (and calibrated) on, for eval.py splits=[val]
+        if split:  # what it was trained and selected on: eval.py splits=[val], ensembles and distillation check it
             extra[SPLIT_KEY] = json.dumps(split)
         with atomic_path(out) as tmp:  # checked before it replaces `out`: a file that fails parity is not kept
             save_safetensors(model, tmp, extra=extra)
             diff = parity(model, load_safetensors(tmp))
     info = sidecar(model, cfg, out, diff)
+    if calibrated_on and not split:
+        info["calibrated_on"] = calibrated_on  # the data config's split: not known to be the one it was trained on
     side = out.with_suffix(".json")
     with atomic_path(side) as tmp:
         tmp.write_text(json.dumps(info, indent=2) + "\n")
