@@ -67,10 +67,11 @@ def load_safetensors(path: str | Path) -> Classifier:
         trained_split = json.loads(metadata.get(SPLIT_KEY, "{}"))
     except json.JSONDecodeError as e:
         raise CheckpointError(f"{path}: its {SPLIT_KEY} metadata is not valid JSON ({e}).") from e
-    if isinstance(trained_split, Mapping) and (unknown := sorted(set(trained_split) - set(RECORDED_KEYS))):
+    trained_split = checked_split(trained_split, path, f"its {SPLIT_KEY} metadata")
+    if unknown := sorted(set(trained_split) - set(RECORDED_KEYS)):  # an export writes no others (e.g. data_dir)
         raise CheckpointError(f"{path}: its {SPLIT_KEY} metadata records unknown settings {unknown}.")
     model = build(hparams, state_dict, path)
-    model.trained_split = checked_split(trained_split, path, f"its {SPLIT_KEY} metadata")
+    model.trained_split = trained_split
     model.source = metadata.get(SOURCE_KEY)  # the checkpoint it was exported from, when recorded
     return model
 

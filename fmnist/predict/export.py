@@ -33,7 +33,6 @@ from fmnist.models.files import (
     RECORDED_KEYS,
     SOURCE_KEY,
     SPLIT_KEY,
-    load_classifier,
     load_safetensors,
     load_trained,
     save_safetensors,
@@ -71,9 +70,8 @@ class Logits(nn.Module):
         return self.backbone(normalise(images, self.mean, self.std, self.input_norm))
 
 
-def plain_model(path: str | Path) -> Classifier:
+def plain_model(model: Classifier) -> Classifier:
     """The classifier in eval mode, contiguous memory format (channels_last only pays off while training)."""
-    model = load_classifier(path)
     model.hparams.channels_last = False
     return model.to(memory_format=torch.contiguous_format).eval()
 
@@ -183,13 +181,6 @@ def sidecar(model: Classifier, cfg: DictConfig, out: Path, diff: float | None) -
     }
 
 
-def trained_split(ckpt_path: str) -> dict:
-    """The data settings (RECORDED_KEYS) the model was trained with, as its checkpoint or model file records them;
-    empty when unknown. The export keeps them, so ensembles and distillation can check its split and data set."""
-    trained_with = load_trained(ckpt_path)[1]
-    return {k: trained_with[k] for k in RECORDED_KEYS if k in trained_with}
-
-
 def calibrate(cfg: DictConfig, model: Classifier, split: dict) -> dict:
     """Fit the model's `scoring` on its validation split (fp32 on the CPU), under `tta` (auto: its recorded one).
     Returns the split used (the data config's when the model records none)."""
@@ -216,8 +207,10 @@ def export(cfg: DictConfig) -> dict:
         raise UserError(f"format={cfg.format}: choose from {', '.join(FORMATS)}.")
     setup_runtime(cfg)
     # safetensors keeps the model as trained (channels_last included); the traced formats use the plain layout
-    model = load_classifier(cfg.ckpt_path) if cfg.format == "safetensors" else plain_model(cfg.ckpt_path)
-    split = trained_split(cfg.ckpt_path)
+    model, trained_with = load_trained(cfg.ckpt_path)
+    model = model if cfg.format == "safetensors" else plain_model(model)
+    # the data settings it was trained with: kept, so ensembles and distillation can check its split and data set
+    split = {k: trained_with[k] for k in RECORDED_KEYS if k in trained_with}
     calibrated_on = calibrate(cfg, model, split) if cfg.get("calibrate") else None
     out = Path(cfg.out) if cfg.out else Path(cfg.paths.output_dir) / (Path(cfg.ckpt_path).stem + FORMATS[cfg.format])
     if out.suffix != FORMATS[cfg.format]:  # else out=model.json would be overwritten by its own sidecar

@@ -29,7 +29,7 @@ from fmnist.utils.errors import UserError, exit_for_user_error, find_user_error
 # top-level keys of the entry configs (conf/*.yaml) that are read directly, not through a `_target_`
 TOP_LEVEL = {"seed": int | None, "threads": int | None, "test": bool, "top_k": int, "batch_size": int,
              "n_per_class": int, "grid_per_class": int, "save_inputs": bool, "temperature_scaling": bool,
-             "calibrate_members": bool}  # fmt: skip
+             "calibrate_members": bool, "calibrate": bool}  # fmt: skip
 AT_LEAST_ONE = ("threads", "top_k", "batch_size", "n_per_class")
 CONFIG_CAUSED = (TypeError, ValueError, MisconfigurationException)  # what a target raises for a value it refuses
 SCALARS = {bool: bool, int: int, float: int | float, str: str | int}  # what the config may give for each hint
