@@ -10,12 +10,12 @@ from pathlib import Path
 import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from fmnist.data.datamodule import VAL_SPLIT_KEYS, split_differences
+from fmnist.data.datamodule import VAL_SPLIT_KEYS
 from fmnist.dataset import to_unit_float
 from fmnist.models.classifier import Classifier
-from fmnist.models.files import load_trained
+from fmnist.models.files import load_with_split, split_conflict
 from fmnist.models.tta import tta_logits
-from fmnist.utils.errors import CheckpointError, UserError
+from fmnist.utils.errors import UserError
 from fmnist.utils.io import run_dir_of
 from fmnist.utils.run_info import describe_run
 
@@ -46,26 +46,19 @@ def load_members(paths: list[Path], data_checksums: dict | None) -> list[Member]
     were validated on different images."""
     members = []
     for i, path in enumerate(paths):
-        model, trained_with = load_trained(path)  # refuses unsafe, corrupt, GAN and non-classifier files
-        if any(k not in trained_with for k in VAL_SPLIT_KEYS):
-            raise CheckpointError(
-                f"{path} does not record the data split it was trained with, so its validation images cannot be "
-                "known. Use checkpoints written by `python train.py`, or files exported from them by `export.py`."
-            )
+        model, trained_with = load_with_split(path, VAL_SPLIT_KEYS)  # refuses unsafe, corrupt, GAN and foreign files
         split = {k: trained_with[k] for k in SHARED_KEYS if k in trained_with}
         run_dir = run_dir_of(path)
         members.append(Member(member_name(i, path, run_dir), path, run_dir, split, trained_with, model))
-    for j, member in enumerate(members):
-        for other in members[:j]:  # every pair: an older exported file has no checksums to compare through
-            if differ := split_differences(member.split, other.split, SHARED_KEYS):
-                raise UserError(
-                    f"{member.run_dir or member.ckpt_path} was trained with a different validation split than "
-                    f"{other.run_dir or other.ckpt_path} ({differ}). Weights fitted on validation would see some "
-                    "members' training images: ensemble runs trained with the same data.val_size, data.split_seed "
-                    "and data set."
-                )
-        if member.model.hparams.class_names != members[0].model.hparams.class_names:
-            raise UserError(f"{member.ckpt_path} predicts different classes than {members[0].ckpt_path}.")
+        if model.hparams.class_names != members[0].model.hparams.class_names:
+            raise UserError(f"{path} predicts different classes than {members[0].ckpt_path}.")
+    if conflict := split_conflict([(m.run_dir or m.ckpt_path, m.split) for m in members], SHARED_KEYS):
+        path, other, differ = conflict
+        raise UserError(
+            f"{path} was trained with a different validation split than {other} ({differ}). Weights fitted on "
+            "validation would see some members' training images: ensemble runs trained with the same "
+            "data.val_size, data.split_seed and data set."
+        )
     recorded = [m.split["checksums"] for m in members if "checksums" in m.split]  # older exported files: none
     if data_checksums is not None and any(c != data_checksums for c in recorded):
         raise UserError(

@@ -25,9 +25,9 @@ import torch.nn.functional as F
 
 from fmnist.data.datamodule import SPLIT_KEYS, split_differences
 from fmnist.models.classifier import Classifier
-from fmnist.models.files import load_trained
+from fmnist.models.files import load_with_split, split_conflict
 from fmnist.utils.containers import plain
-from fmnist.utils.errors import CheckpointError, UserError
+from fmnist.utils.errors import UserError
 from fmnist.utils.io import expand_runs
 
 log = logging.getLogger("fmnist")
@@ -67,12 +67,7 @@ def load_teacher(path: Path) -> Teacher:
     """A teacher from a training checkpoint (weights_only loading; only fmnist/torch.optim/timm targets
     instantiated) or from an exported .safetensors file such as the shipped models/fmnist_resnet.safetensors (no
     pickle), with the data split it was trained on."""
-    model, trained_with = load_trained(path)
-    if not trained_with or any(k not in trained_with for k in SPLIT_KEYS):
-        raise CheckpointError(
-            f"Teacher {path} does not record the data split it was trained with, so its validation images cannot be "
-            "known. Use checkpoints written by `python train.py`, or files exported from them by `python export.py`."
-        )
+    model, trained_with = load_with_split(path, SPLIT_KEYS, role="Teacher ")
     model.eval().requires_grad_(False)
     return Teacher(path, {k: trained_with[k] for k in SHARED_DATA_KEYS if k in trained_with}, model)
 
@@ -99,16 +94,15 @@ class Distiller(Classifier):
         which = str(settings.get("checkpoint", "best"))
         # a plain list, not a ModuleList: the teachers' weights stay out of the student's state_dict and checkpoint
         self.teachers = [load_teacher(p) for p in expand_runs(settings["runs"], which, at_least=1)]
-        for j, t in enumerate(self.teachers):
+        for t in self.teachers:
             if t.model.hparams.class_names != self.hparams.class_names:
                 raise UserError(f"Teacher {t.ckpt_path} predicts other classes than the student.")
-            for other in self.teachers[:j]:  # every pair: an older exported file has no checksums to compare through
-                if differ := split_differences(t.split, other.split, SHARED_DATA_KEYS):
-                    raise UserError(
-                        f"Teachers {t.ckpt_path} and {other.ckpt_path} were trained on different splits "
-                        f"({differ}): distil from runs trained with the same data.val_size, data.split_seed, "
-                        "data.train_fraction and data set."
-                    )
+        if conflict := split_conflict([(t.ckpt_path, t.split) for t in self.teachers], SHARED_DATA_KEYS):
+            path, other, differ = conflict
+            raise UserError(
+                f"Teachers {path} and {other} were trained on different splits ({differ}): distil from runs trained "
+                "with the same data.val_size, data.split_seed, data.train_fraction and data set."
+            )
         self.save_hyperparameters(
             {
                 "distillation": {

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from hydra.errors import InstantiationException
 
-from fmnist.data.datamodule import SPLIT_KEYS
+from fmnist.data.datamodule import SPLIT_KEYS, split_differences
 from fmnist.models.classifier import Classifier
 from fmnist.models.gan import GAN
 from fmnist.utils.errors import CheckpointError
@@ -99,6 +99,28 @@ def load_trained(path: str | Path) -> tuple[Classifier, dict[str, Any]]:
     model = build(dict(checkpoint["hyper_parameters"]), checkpoint["state_dict"], path)
     trained_with = checkpoint.get("datamodule_hyper_parameters") or {}
     return model, checked_split(trained_with, path, "its datamodule_hyper_parameters")
+
+
+def load_with_split(path: str | Path, required: tuple[str, ...], role: str = "") -> tuple[Classifier, dict[str, Any]]:
+    """`load_trained`, refusing a file that does not record the `required` data settings (its validation images
+    cannot be known, so it cannot be compared with other runs). `role` ("Teacher ") starts the message."""
+    model, trained_with = load_trained(path)
+    if any(k not in trained_with for k in required):
+        raise CheckpointError(
+            f"{role}{path} does not record the data split it was trained with, so its validation images cannot be "
+            "known. Use checkpoints written by `python train.py`, or files exported from them by `python export.py`."
+        )
+    return model, trained_with
+
+
+def split_conflict(recorded: list[tuple[Path, dict]], keys: tuple[str, ...]) -> tuple[Path, Path, str] | None:
+    """The first two of several (file, data settings) pairs that differ in `keys`, with the differences; None when
+    they agree. Every pair is compared: an older exported file has no checksums to compare through."""
+    for j, (path, split) in enumerate(recorded):
+        for other_path, other in recorded[:j]:
+            if differ := split_differences(split, other, keys):
+                return path, other_path, differ
+    return None
 
 
 def checked_split(settings: Any, path: Path, where: str) -> dict[str, Any]:

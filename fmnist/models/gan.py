@@ -93,7 +93,8 @@ def ema_with_warmup(decay: float):
     @torch.no_grad()
     def update(averaged: list[torch.Tensor], current: list[torch.Tensor], n: torch.Tensor) -> None:
         d = min(decay, (1 + int(n)) / (10 + int(n)))
-        torch._foreach_lerp_(averaged, current, 1 - d)
+        for average, weight in zip(averaged, current, strict=True):
+            average.lerp_(weight, 1 - d)
 
     return update
 
