@@ -119,7 +119,7 @@ def test_the_classifier_shares_one_clock_between_ddp_replicas(tiny_data, tmp_pat
     overrides = [*tiny_overrides(tiny_data, tmp_path), "model=resnet", "trainer.max_time=00:00:01:00"]
     model = instantiate(compose_cfg("train", overrides, tmp_path / "run").model)
     for world_size in (1, 2):
-        model._trainer = SimpleNamespace(estimated_stepping_batches=100, max_epochs=1, world_size=world_size)
+        model.trainer = SimpleNamespace(estimated_stepping_batches=100, max_epochs=1, world_size=world_size)
         scheduler = model.configure_optimizers()["lr_scheduler"]["scheduler"]
         assert scheduler.budget_s == 60
         assert (scheduler.reduce_elapsed is not None) == (world_size > 1)

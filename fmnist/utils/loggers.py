@@ -28,7 +28,7 @@ class _ContinuingWriter(ExperimentWriter):
     keeps an existing file (a resumed run continues it), appends rows while the columns stay the same and writes
     the whole file atomically when a column is added. Local files only (run directories are)."""
 
-    def _check_log_dir_exists(self) -> None:
+    def _check_log_dir_exists(self) -> None:  # the writer's protected start-up hook: Lightning has no public one
         self._rows: list[dict] = []
         if not os.path.isfile(self.metrics_file_path):
             return
@@ -127,10 +127,9 @@ def log_images(loggers: list[Logger], images: dict[str, Path]) -> None:
 def finish_wandb(loggers: list[Logger]) -> None:
     """End the W&B run of this job, so the next job of a multirun starts its own. W&B itself then prints how to
     upload an offline run (`wandb sync <dir>`), once."""
-    for logger in loggers:
-        if not isinstance(logger, LightningWandbLogger) or logger._experiment is None:
-            continue
-        import wandb
+    if not any(isinstance(logger, LightningWandbLogger) for logger in loggers):
+        return
+    import wandb
 
+    if wandb.run is not None:  # the job's run, if its logger started one (a job that failed early has none)
         wandb.finish()
-        logger._experiment = None
