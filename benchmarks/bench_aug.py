@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader
 from torchvision import datasets
 from torchvision.transforms import v2
 
-import fmnist.utils.resolvers  # noqa: F401  (resolvers)
+import fmnist.resolvers  # noqa: F401  (resolvers)
 from fmnist import PROJECT_ROOT
 from fmnist.data.sources import FILES, SYSTEM_DIR
 

@@ -28,7 +28,7 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Callback, RichProgressBar
 
-import fmnist.utils.resolvers  # noqa: F401  (resolvers)
+import fmnist.resolvers  # noqa: F401  (resolvers)
 from fmnist import PROJECT_ROOT
 from fmnist.models.components.weight_decay import weight_decay_groups
 from fmnist.utils.runtime import resolve_precision

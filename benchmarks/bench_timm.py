@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-import fmnist.utils.resolvers  # noqa: F401  (registers the config resolvers)
+import fmnist.resolvers  # noqa: F401  (registers the config resolvers)
 from fmnist import PROJECT_ROOT
 
 TRAIN_IMAGES = 55_000  # 60,000 minus the default 5,000 validation images

@@ -20,12 +20,12 @@ from fmnist.data.datamodule import SPLIT_KEYS
 from fmnist.models.files import load_trained
 from fmnist.models.tta import check_tta
 from fmnist.robustness import check_corruptions, evaluate_corruptions
+from fmnist.task import hydra_task, task_run
 from fmnist.utils.errors import UserError
 from fmnist.utils.io import run_dir_of, scalar_metrics
 from fmnist.utils.loggers import log_images
 from fmnist.utils.plots import plot_confusion_matrix, plot_learning_curves
 from fmnist.utils.runtime import cpu_has_bf16, resolve_precision
-from fmnist.utils.task import hydra_task, task_run
 
 log = logging.getLogger("fmnist")
 

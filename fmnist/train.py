@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from fmnist.models.calibration import calibrate_checkpoint
 from fmnist.models.tta import check_tta
+from fmnist.task import TaskRun, hydra_task, instantiate_group, task_run
 from fmnist.utils.errors import UserError
 from fmnist.utils.interrupt import resume_hint_on_interrupt
 from fmnist.utils.io import read_classifier_checkpoint, scalar_metrics
@@ -22,7 +23,6 @@ from fmnist.utils.loggers import log_images
 from fmnist.utils.plots import plot_confusion_matrix, plot_learning_curves
 from fmnist.utils.resume import resume_config, resumed_choices
 from fmnist.utils.runtime import resolve_precision
-from fmnist.utils.task import TaskRun, hydra_task, instantiate_group, task_run
 
 log = logging.getLogger("fmnist")
 

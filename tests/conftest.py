@@ -19,7 +19,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, open_dict
 
-import fmnist.utils.resolvers  # noqa: F401  (registers the config resolvers)
+import fmnist.resolvers  # noqa: F401  (registers the config resolvers)
 from fmnist import PROJECT_ROOT
 from fmnist.data.idx import IMAGE_MAGIC, load_idx_gz
 from fmnist.data.sources import FILES, SYSTEM_DIR

@@ -9,7 +9,7 @@ import pytest
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from fmnist.utils.task import instantiate_group
+from fmnist.task import instantiate_group
 
 from conftest import CONF_DIR, compose_cfg, run_cli, tiny_data_overrides, tiny_overrides
 

@@ -181,7 +181,7 @@ def test_resuming_with_another_network_is_refused_before_training(cli_run, tiny_
 
 def test_a_task_that_fails_in_a_used_run_directory_does_not_look_complete(cfg_train, tmp_path):
     """A resumed run reuses its directory: the earlier metrics.json goes when the task starts, not when it ends."""
-    from fmnist.utils.task import task_run
+    from fmnist.task import task_run
 
     run = Path(cfg_train.paths.output_dir)
     run.mkdir(parents=True, exist_ok=True)

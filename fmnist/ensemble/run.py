@@ -20,9 +20,9 @@ from fmnist.ensemble.combine import Combination, check_methods, fit_combination,
 from fmnist.ensemble.members import describe_tta, load_members, predict, recorded_temperatures
 from fmnist.ensemble.report import build_report, write_outputs
 from fmnist.models.tta import check_tta
+from fmnist.task import hydra_task, task_run
 from fmnist.utils.errors import config_int
 from fmnist.utils.io import expand_runs
-from fmnist.utils.task import hydra_task, task_run
 
 log = logging.getLogger("fmnist")
 

@@ -20,8 +20,8 @@ from omegaconf import DictConfig
 from fmnist.data.synthetic import class_indices, generate_set, save_synthetic
 from fmnist.gan.generator_file import load_any_generator
 from fmnist.models.gan import plot_sample_grid
+from fmnist.task import hydra_task, task_run
 from fmnist.utils.errors import UserError, config_int
-from fmnist.utils.task import hydra_task, task_run
 
 log = logging.getLogger("fmnist")
 

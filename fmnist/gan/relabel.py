@@ -29,9 +29,9 @@ from fmnist.data.datamodule import FashionMNISTDataModule
 from fmnist.data.synthetic import load_synthetic, save_synthetic
 from fmnist.ensemble.members import load_members, predict
 from fmnist.models.tta import check_tta
+from fmnist.task import hydra_task, task_run
 from fmnist.utils.errors import UserError, config_int
 from fmnist.utils.io import expand_runs
-from fmnist.utils.task import hydra_task, task_run
 
 log = logging.getLogger("fmnist")
 

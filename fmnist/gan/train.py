@@ -21,11 +21,11 @@ from fmnist.data.synthetic import generate_set, save_synthetic
 from fmnist.gan.generator_file import save_generator_file
 from fmnist.gan.metrics import classification_accuracy_score, real_data_classifier, sample_quality, split_settings
 from fmnist.models.gan import GAN, plot_sample_grid
+from fmnist.task import hydra_task, instantiate_group, task_run
 from fmnist.utils.errors import UserError
 from fmnist.utils.io import read_gan_checkpoint, scalar_metrics
 from fmnist.utils.loggers import log_images
 from fmnist.utils.runtime import resolve_precision
-from fmnist.utils.task import hydra_task, instantiate_group, task_run
 
 log = logging.getLogger("fmnist")
 

@@ -39,10 +39,10 @@ from fmnist.models.files import (
 )
 from fmnist.models.tta import check_tta
 from fmnist.predict.preprocess import BACKGROUND_TOLERANCE
+from fmnist.task import hydra_task
 from fmnist.utils.errors import UserError
 from fmnist.utils.io import atomic_path
 from fmnist.utils.runtime import setup_runtime
-from fmnist.utils.task import hydra_task
 
 log = logging.getLogger("fmnist")
 FORMATS = {"onnx": ".onnx", "torchscript": ".pt", "safetensors": ".safetensors"}

@@ -28,9 +28,9 @@ from fmnist.models.tta import check_tta
 from fmnist.predict.images import Item, expand, read_items
 from fmnist.predict.output import FORMATS, save_grid, write_predictions
 from fmnist.predict.preprocess import MODES
+from fmnist.task import hydra_task
 from fmnist.utils.errors import DataError, UserError, config_int
 from fmnist.utils.runtime import setup_runtime
-from fmnist.utils.task import hydra_task
 
 log = logging.getLogger("fmnist")
 

@@ -24,7 +24,7 @@ from hydra.utils import instantiate
 from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf
 
-import fmnist.utils.resolvers  # noqa: F401  (registers the config resolvers every entry config uses)
+import fmnist.resolvers  # noqa: F401  (registers the config resolvers every entry config uses)
 from fmnist import CONF_DIR
 from fmnist.utils.config_check import checked, report_composition_errors
 from fmnist.utils.errors import report_user_errors

@@ -1,4 +1,4 @@
-"""The project's OmegaConf resolvers, registered when this module is imported (by fmnist.utils.task, so by every
+"""The project's OmegaConf resolvers, registered when this module is imported (by fmnist.task, so by every
 entry point, and by tests and benchmarks that compose configs themselves)."""
 
 from __future__ import annotations
