@@ -29,7 +29,8 @@ log = logging.getLogger("fmnist")
 
 def resolve_tta(cfg: DictConfig) -> str:
     """The final test's TTA mode. `auto` mirrors test images only for a model that trained on mirrored images: one
-    trained without flips lost 8 points with tta=flip (docs/RESULTS.md) — Fashion-MNIST's shoes all point one way."""
+    trained without flips lost 8 points with tta=flip (docs/augmentation.md): Fashion-MNIST's shoes all point one
+    way."""
     mode = cfg.get("tta") or "none"
     flips = float((cfg.get("aug") or {}).get("flip") or 0) > 0
     if mode == "auto":

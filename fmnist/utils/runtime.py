@@ -30,8 +30,8 @@ def setup_runtime(cfg: DictConfig) -> None:
 
 def cpu_has_bf16() -> bool:
     """Native bf16 matmuls (AVX512-BF16 or AMX). Without them, bf16 autocast is emulated and was measured about
-    10x slower than fp32 on this project's AVX2 machine (docs/RESULTS.md)."""
-    if not hasattr(torch.cpu, "get_capabilities"):  # torch before 2026 has only the private checks
+    9x slower than fp32 on this project's AVX2 machine (docs/RESULTS.md)."""
+    if not hasattr(torch.cpu, "get_capabilities"):  # older torch has only the private checks
         return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
     capabilities = torch.cpu.get_capabilities()
     return any(capabilities.get(flag, False) for flag in ("avx512_bf16", "amx_bf16", "amx_tile"))
