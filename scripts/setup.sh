@@ -13,8 +13,8 @@ if [ ! -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] && comm
     || echo "setup: could not install dataset-fashion-mnist; train.py will download the data instead"
 fi
 # PostgreSQL (a throwaway server for the shared-study tests) and chromium (screenshots of optuna-dashboard);
-# without them tests/test_sweeper_postgres.py skips, nothing else needs them
-if { ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || ! command -v chromium >/dev/null; } && command -v apt-get >/dev/null; then
+# without them tests/test_sweeper_postgres.py skips, nothing else needs them (FMNIST_SETUP_MINIMAL=1 leaves them out)
+if [ -z "${FMNIST_SETUP_MINIMAL:-}" ] && { ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || ! command -v chromium >/dev/null; } && command -v apt-get >/dev/null; then
   sudo=""; [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null && sudo="sudo"
   $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql chromium >/dev/null 2>&1 \
     || { $sudo apt-get update >/dev/null 2>&1 \

@@ -82,6 +82,8 @@ def test_sweep_writes_results_and_storage_holds_the_trials(tiny_data, tmp_path):
     single = compose_cfg("train", results["best_overrides"], sweep_dir / "repeat")
     assert single.test is True and single.hydra.mode is None and "optuna_pruning" not in single.callbacks
     assert single.model.optimizer.lr == best.params["model.optimizer.lr"]
+    stages = next(o for o in results["best_overrides"] if o.startswith("model.backbone.stages="))
+    assert f"'{stages}'" in output.split("as a single run: python train.py")[1]  # quoted for a shell
     with open(sweep_dir / "trials.csv") as f:
         rows = list(csv.DictReader(f))
     assert [(r["number"], r["state"], r["epochs"]) for r in rows] == [(str(i), "COMPLETE", "1") for i in range(3)]

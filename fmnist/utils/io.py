@@ -40,8 +40,8 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(
-            f"Checkpoint {path} does not exist. Pass the path of a .ckpt file, e.g. "
-            "ckpt_path=outputs/train/runs/<run>/checkpoints/last.ckpt"
+            f"Checkpoint {path} does not exist. Pass an existing file: a run's checkpoints/best.ckpt to score or "
+            "predict with it, its last.ckpt to resume it (`python scripts/runs.py --wide` lists the runs)"
         )
     if not zipfile.is_zipfile(path):  # torch.save writes zip archives
         raise CheckpointError(f"Checkpoint {path} is unreadable: not a torch checkpoint archive (or truncated).")

@@ -9,6 +9,7 @@ heartbeats on (an RDB storage), a worker killed mid-trial is noticed by the othe
 from __future__ import annotations
 
 import logging
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -278,7 +279,7 @@ class OptunaSweeperImpl(Sweeper):
         write_trials_csv(study, sweep_dir)
         best = best_trial(study)
         if best is not None:
-            repeat = " ".join(best.user_attrs.get("overrides", []))
+            repeat = shlex.join(best.user_attrs.get("overrides", []))  # quoted: [..] is glob syntax in shells
             log.info(f"Best trial {best.number}: {metric}={best.value:.6g}; as a single run: python train.py {repeat}")
         log.info(f"Results: {results}; the study's figures: optuna-dashboard {redact(spec)}")
 
