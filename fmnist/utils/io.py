@@ -41,7 +41,7 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise CheckpointError(
             f"Checkpoint {path} does not exist. Pass an existing file: a run's checkpoints/best.ckpt to score or "
-            "predict with it, its last.ckpt to resume it (`python scripts/runs.py --wide` lists the runs)"
+            "predict with it, its last.ckpt to resume it (`python scripts/runs.py --all --wide` lists the runs)"
         )
     if not zipfile.is_zipfile(path):  # torch.save writes zip archives
         raise CheckpointError(f"Checkpoint {path} is unreadable: not a torch checkpoint archive (or truncated).")
