@@ -199,7 +199,7 @@ CARDS = [  # model file, its card, the TTA its card's headline figure uses (the 
                  marks=pytest.mark.slow),  # 2 views of 10,000 images: ~15 s on 2 cores
     pytest.param(SHIPPED_RESNET, PROJECT_ROOT / "models" / "fmnist_resnet.md", "flip+shift", id="resnet",
                  marks=pytest.mark.slow),  # 6 views of 10,000 images through the ResNet: ~1 min on 2 cores
-    pytest.param(SHIPPED_ROBUST, PROJECT_ROOT / "models" / "fmnist_resnet_robust.md", "flip", id="robust",
+    pytest.param(SHIPPED_ROBUST, PROJECT_ROOT / "models" / "fmnist_resnet_robust.md", "flip+shift", id="robust",
                  marks=pytest.mark.slow),
 ]  # fmt: skip
 
