@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -31,6 +32,9 @@ from fmnist.utils.errors import report_user_errors
 from fmnist.utils.io import write_json
 from fmnist.utils.loggers import CSVLogger, finish_wandb
 from fmnist.utils.runtime import setup_runtime
+
+# Lightning advertises its hosted logger at every Trainer's start ("Tip: ... litlogger"): not a run's news
+logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(lambda rec: "litlogger" not in rec.getMessage())
 
 
 def instantiate_group(group: DictConfig | None) -> list[Any]:

@@ -14,6 +14,7 @@ from fmnist.data import FashionMNISTDataModule
 from fmnist.data.augment import BatchAugment, random_affine, random_erasing, random_flip, random_translate
 from fmnist.models.tta import shift, tta_logits, tta_views
 from fmnist.train import resolve_tta, train
+from fmnist.utils.errors import UserError
 
 from conftest import CONF_DIR, compose_cfg, tiny_overrides
 
@@ -181,3 +182,15 @@ def test_tta_views_and_mean_logits():
     assert torch.allclose(tta_logits(model, images, "flip"), expected, atol=1e-6)
     with pytest.raises(Exception, match="choose one of"):
         tta_views(images, "rotate")
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [({"translate": -1}, "aug.translate=-1: a shift in pixels must be >= 0"),
+     ({"flip": 2.0}, "aug.flip=2.0: a probability must be in [0, 1]")],
+)  # fmt: skip
+def test_a_wrong_strength_names_only_its_own_key(kwargs, message):
+    with pytest.raises(UserError, match=message.replace("[", r"\[").replace("]", r"\]")) as error:
+        BatchAugment(**kwargs)
+    other = "aug.flip" if "translate" in kwargs else "aug.translate"
+    assert other not in str(error.value)

@@ -59,6 +59,7 @@ def cli_run(tiny_data, tmp_path_factory) -> Path:
     (run / "interrupted_at_step.txt").write_text(str(last["global_step"]))
     resumed = run_cli("train.py", *overrides, f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
+    (run / "resumed_output.txt").write_text(resumed.stdout + resumed.stderr)
     return run
 
 
@@ -66,6 +67,8 @@ def test_cli_run_writes_every_output(cli_run):
     for name in RUN_FILES:
         assert (cli_run / name).is_file(), name
     assert (cli_run / ".hydra" / "config.yaml").is_file()
+    output = (cli_run / "resumed_output.txt").read_text()
+    assert "val/acc_best" in output and "litlogger" not in output, "the run's news, not Lightning's adverts"
     assert {p.name for p in (cli_run / "checkpoints").iterdir()} == {"best.ckpt", "last.ckpt"}
     metrics = json.loads((cli_run / "metrics.json").read_text())
     for key in (

@@ -112,8 +112,10 @@ class BatchAugment(nn.Module):
         super().__init__()
         # aug=gan (fmnist.gan.source): a transform that replaces a share of the batch with synthetic images first
         self.synthetic = synthetic
-        if translate < 0 or not 0 <= flip <= 1:
-            raise UserError(f"aug.translate={translate} must be >= 0 and aug.flip={flip} a probability in [0, 1].")
+        if translate < 0:
+            raise UserError(f"aug.translate={translate}: a shift in pixels must be >= 0 (0 turns it off).")
+        if not 0 <= flip <= 1:
+            raise UserError(f"aug.flip={flip}: a probability must be in [0, 1] (0 turns mirroring off).")
         self.translate, self.flip, self.num_classes = int(translate), float(flip), num_classes
         # keys and value types against the functions they are passed to, before training: one message, exit code 2
         checks = (("affine", affine, random_affine), ("erasing", erasing, random_erasing),
