@@ -135,3 +135,16 @@ def test_wide_view_gives_the_details_whole(runs):
     output = leaderboard(runs["root"], "--wide").stdout
     (row,) = [line for line in output.splitlines() if label(runs["complete"]) in line]
     assert str(runs["complete"].resolve()) in row and "trainer.max_epochs=1" in row and "…" not in row
+
+
+def test_a_training_run_under_another_task_name_is_still_a_training_run(runs, tmp_path):
+    """`task_name` names the folder (benchmarks/bench_train.py uses task_name=bench); the task is the entry config."""
+    run = tmp_path / "bench" / "default" / "seed0"
+    shutil.copytree(runs["complete"], run)
+    config = run / ".hydra" / "config.yaml"
+    config.write_text(config.read_text().replace("task_name: train", "task_name: bench"))
+    assert "task_name: bench" in config.read_text()
+    rows = table_rows(leaderboard(tmp_path).stdout)
+    assert [row[0].strip() for row in rows] == ["default/seed0"]
+    listed = statuses(leaderboard(tmp_path, "--all", "--task", "train").stdout)
+    assert listed == {"default/seed0": ("train", "complete")}

@@ -65,10 +65,12 @@ def describe_run(run_dir: Path, held_open: set[Path] | None = None) -> dict[str,
     (see `run_status`; `held_open` from `files_held_open`, looked up here when not given)."""
     run_dir = Path(run_dir)
     config = _yaml(run_dir / ".hydra" / "config.yaml")
-    choices = _yaml(run_dir / ".hydra" / "hydra.yaml").get("hydra", {}).get("runtime", {}).get("choices", {})
+    hydra = _yaml(run_dir / ".hydra" / "hydra.yaml").get("hydra", {})
+    choices = hydra.get("runtime", {}).get("choices", {})
     overrides = _yaml(run_dir / ".hydra" / "overrides.yaml") if (run_dir / ".hydra").is_dir() else []
     metrics = read_metrics(run_dir)
-    task = config.get("task_name") or run_dir.parent.parent.name
+    # the entry config (train, eval, ensemble, ...): `task_name` only names the folder and may be anything
+    task = hydra.get("job", {}).get("config_name") or config.get("task_name") or run_dir.parent.parent.name
     model, aug, seed = metrics.get("choice/model") or choices.get("model"), choices.get("aug"), config.get("seed")
     seed = metrics.get("seed", seed)
     epochs = metrics.get("epochs")
