@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -33,8 +34,10 @@ from fmnist.utils.io import write_json
 from fmnist.utils.loggers import CSVLogger, finish_wandb
 from fmnist.utils.runtime import setup_runtime
 
-# Lightning advertises its hosted logger at every Trainer's start ("Tip: ... litlogger"): not a run's news
-logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(lambda rec: "litlogger" not in rec.getMessage())
+# Noise a user cannot act on, in every run's output: Lightning's adverts for its hosted services at each Trainer's
+# start ("💡 Tip: ... litlogger / litmodels"), and Lightning 2.6 using a class torch 2.14 deprecates.
+logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(lambda rec: "💡 Tip:" not in rec.getMessage())
+warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning)
 
 
 def instantiate_group(group: DictConfig | None) -> list[Any]:

@@ -68,7 +68,9 @@ def test_cli_run_writes_every_output(cli_run):
         assert (cli_run / name).is_file(), name
     assert (cli_run / ".hydra" / "config.yaml").is_file()
     output = (cli_run / "resumed_output.txt").read_text()
-    assert "val/acc_best" in output and "litlogger" not in output, "the run's news, not Lightning's adverts"
+    assert "val/acc_best" in output, output[-3000:]
+    for noise in ("litlogger", "litmodels", "LeafSpec"):  # Lightning's adverts and its use of a deprecated class
+        assert noise not in output, output[-3000:]
     assert {p.name for p in (cli_run / "checkpoints").iterdir()} == {"best.ckpt", "last.ckpt"}
     metrics = json.loads((cli_run / "metrics.json").read_text())
     for key in (
