@@ -95,6 +95,18 @@ def test_one_row_per_image_csv_json_and_the_long_layout(scored_ckpt, test_images
     assert list(long[0]) == ["input", "rank", "class", "index", "probability"] and len(long) == 9
 
 
+def test_the_table_names_inputs_within_their_shared_folder(random_ckpt, test_images, tmp_path, capsys):
+    folder = tmp_path / "a_folder_with_a_long_name_that_would_wrap_the_input_column"
+    folder.mkdir()
+    folder = pngs(folder / "shots", test_images[0][:3])
+    rows = run_predict(tmp_path, f"images={folder}", f"ckpt_path={random_ckpt}")
+    console = capsys.readouterr().out
+    assert f"in{folder}" in "".join(console.split())  # the title names the folder once (wrapped if long)
+    for name in ("000.png", "001.png", "002.png"):
+        assert any(line.startswith(f"│ {name} ") for line in console.splitlines()), console
+    assert str(folder / "000.png") not in console and rows[0]["file"] == str(folder / "000.png")  # the rows keep it
+
+
 def test_fmnist_style_inputs_skip_the_photo_steps(random_ckpt, test_images, tmp_path):
     image = test_images[0][0]
     Image.fromarray(image).save(tmp_path / "fmnist.png")

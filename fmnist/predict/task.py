@@ -12,6 +12,7 @@ directly must be readable (else one message and exit 2); a bad file in a folder 
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -102,15 +103,30 @@ def describe(name: str, scoring: dict) -> str:
     return f"{name} · tta {scoring['tta']} · temperature {scoring['temperature']:.3f} · {flag}"
 
 
+def shared_folder(files: list[str]) -> str | None:
+    """The folder every input lies in (None when they share none, or there is one input): the table names the inputs
+    relative to it, so a folder of photos reads as file names, not as wrapped absolute paths."""
+    try:
+        folder = os.path.commonpath([os.path.dirname(os.path.abspath(f)) for f in files])
+    except ValueError:  # different drives
+        return None
+    return folder if len(files) > 1 else None
+
+
 def show(rows: list[dict], title: str) -> None:
-    table = Table(title=f"Predictions · {title}", title_justify="left")
+    """The predictions as a table on the console (files relative to their shared folder; CSV and JSON keep the
+    paths as given)."""
+    folder = shared_folder([row["file"] for row in rows])
+    title = f"Predictions · {title}" + (f" · in {folder}" if folder else "")
+    table = Table(title=title, title_justify="left")
     table.add_column("input", overflow="fold")
     for rank in range(len(rows[0]["top"])):
         table.add_column("class" if rank == 0 else f"#{rank + 1}")
     table.add_column("uncertain")
     for row in rows:
         flag = {True: "uncertain", False: "", None: "–"}[row["uncertain"]]
-        table.add_row(row["file"], *(f"{t['class']} {t['probability']:.1%}" for t in row["top"]), flag)
+        name = os.path.relpath(os.path.abspath(row["file"]), folder) if folder else row["file"]
+        table.add_row(name, *(f"{t['class']} {t['probability']:.1%}" for t in row["top"]), flag)
     Console(width=max(100, Console().width)).print(table)
 
 
