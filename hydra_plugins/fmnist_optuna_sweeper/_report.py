@@ -65,7 +65,8 @@ def write_results(study: optuna.Study, sweep_dir: Path, metric: str, storage_lab
 
 
 def write_trials_csv(study: optuna.Study, sweep_dir: Path) -> Path:
-    """One row per trial: state, value, epochs it ran (= values reported), duration, params, run dir, error."""
+    """One row per trial: state, value, epochs it ran (= values reported), duration, params, run dir, error.
+    Hand-written rather than Optuna's `study.trials_dataframe()`, which needs pandas, a dependency nothing else has."""
     trials = study.get_trials(deepcopy=False)
     param_names = sorted({name for t in trials for name in t.params})
     rows = []
