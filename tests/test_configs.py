@@ -172,3 +172,11 @@ def test_the_data_set_facts_have_one_home_that_the_python_side_agrees_with(tmp_p
     assert readers == (7, 7, [0.5])
     gan = compose_cfg("gan", ["dataset.num_classes=7"], tmp_path / "gan")
     assert gan.model.generator.num_classes == gan.model.discriminator.num_classes == 7
+
+
+@pytest.mark.parametrize("script, name", [("train.py", "train"), ("predict.py", "predict")])
+def test_help_says_what_the_command_does(script, name):
+    result = run_cli(script, "--help")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.startswith(f"fmnist {name}: compose a run"), result.stdout[:500]
+    assert "--cfg job" in result.stdout and "== Configuration groups ==" in result.stdout

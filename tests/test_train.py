@@ -122,6 +122,7 @@ def test_eval_reproduces_test_accuracy(cli_run, tiny_data, tmp_path):
     assert evaluated["test/acc"] == pytest.approx(trained["test/acc"], abs=1e-6)
     assert evaluated["val/acc"] == pytest.approx(trained["val/acc_best"], abs=1e-6)
     assert (eval_dir / "confusion_matrix.png").is_file() and (eval_dir / "confusion_matrix_val.png").is_file()
+    assert (eval_dir / "eval.log").is_file(), "each command's log is named after it"
 
 
 def test_checkpoint_rebuilds_its_model_without_pickled_code(cli_run):
