@@ -89,6 +89,7 @@ def test_flip_mirrors_some_samples_not_all():
 
 def test_affine_matches_kornia_on_a_fixed_zoom_and_varies_per_sample():
     import kornia.augmentation as kornia_augmentation  # the reference implementation
+
     images, _ = batch(32)
     reference = kornia_augmentation.RandomAffine(degrees=0, scale=(1.5, 1.5), p=1.0)(images)
     ours = random_affine(images, degrees=0, scale=(1.5, 1.5), p=1.0)

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import inspect
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
 
 import lightning.pytorch as pl
 import torch
@@ -27,6 +29,7 @@ from torchmetrics.classification import (
 from fmnist.dataset import CLASSES, FMNIST_STATS, to_unit_float
 from fmnist.models.components.weight_decay import weight_decay_groups
 from fmnist.models.tta import tta_logits
+from fmnist.utils.config_check import ConfigError
 from fmnist.utils.containers import plain
 
 
@@ -46,6 +49,16 @@ def normalise(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, kind:
         shape = (-1,) + (1,) * (images.dim() - 1)
         return (images - flat.mean(1).view(shape)) / (flat.std(1).view(shape) + 1e-2)
     return (images - mean) / std
+
+
+@contextmanager
+def values_of(key: str, node: Any) -> Iterator[None]:
+    """Turn a TypeError/ValueError that torch raises for the values of config node `key` into a ConfigError."""
+    try:
+        yield
+    except (TypeError, ValueError) as error:
+        given = " ".join(f"{key}.{k}={v}" for k, v in dict(node).items() if not str(k).startswith("_"))
+        raise ConfigError(f"{key}: {error} (given: {given}); pass values {node.get('_target_')} accepts.") from None
 
 
 class Classifier(pl.LightningModule):
@@ -246,12 +259,15 @@ class Classifier(pl.LightningModule):
         return tensor.item()
 
     def configure_optimizers(self) -> dict:
+        """The optimizer and schedule of the config. torch checks their values only here, as `fit` starts: a value
+        it rejects (lr=-1, pct_start=1.5) ends in one message naming the config key, not a traceback."""
         groups = self.parameter_groups()
         lr = self.hparams.optimizer.get("lr")
         for group in groups:  # a group's `lr_scale` scales the configured (peak) learning rate
             if "lr_scale" in group and lr is not None:
                 group["lr"] = lr * group["lr_scale"]
-        optimizer = instantiate(self.hparams.optimizer)(groups)  # `_partial_: true`
+        with values_of("model.optimizer", self.hparams.optimizer):
+            optimizer = instantiate(self.hparams.optimizer)(groups)  # `_partial_: true`
         if not self.hparams.scheduler:
             return {"optimizer": optimizer}
         make_scheduler = instantiate(self.hparams.scheduler)  # a functools.partial (`_partial_: true`)
@@ -264,7 +280,8 @@ class Classifier(pl.LightningModule):
         extra = {k: v for k, v in extra.items() if k not in make_scheduler.keywords}
         if "max_lr" in make_scheduler.keywords and any("lr_scale" in g for g in groups):  # OneCycleLR: one per group
             extra["max_lr"] = [make_scheduler.keywords["max_lr"] * g.get("lr_scale", 1.0) for g in groups]
-        scheduler = make_scheduler(optimizer, **extra)
+        with values_of("model.scheduler", self.hparams.scheduler):
+            scheduler = make_scheduler(optimizer, **extra)
         if getattr(scheduler, "budget_s", None) and self.trainer.world_size > 1:
             # one clock for all replicas (the slowest process's), else their learning rates would drift apart
             scheduler.reduce_elapsed = self.max_over_processes
