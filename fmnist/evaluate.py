@@ -21,6 +21,7 @@ from fmnist.models.files import load_trained
 from fmnist.models.tta import check_tta
 from fmnist.robustness import check_corruptions, evaluate_corruptions
 from fmnist.task import hydra_task, task_run
+from fmnist.utils.containers import as_list
 from fmnist.utils.errors import UserError
 from fmnist.utils.io import run_dir_of, scalar_metrics
 from fmnist.utils.loggers import log_images
@@ -44,7 +45,7 @@ def scored_precision(scoring: dict, trainer_cfg: DictConfig) -> None:
 
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
-    splits = list(cfg.splits)
+    splits = as_list(cfg.splits, "splits")
     if not splits or set(splits) - {"val", "test"}:
         raise UserError(f"splits={splits}: choose from val and test, e.g. splits=[val,test].")
     if cfg.tta != "auto":

@@ -27,6 +27,7 @@ from torch.utils.data import DataLoader
 from fmnist.data.corrupted_sets import corrupted_set
 from fmnist.data.corruptions import CORRUPTIONS, check_names
 from fmnist.data.datamodule import FashionMNISTDataModule, TensorBatches
+from fmnist.utils.containers import as_list
 
 log = logging.getLogger("fmnist")
 
@@ -106,7 +107,7 @@ def plot_examples(
 
 def check_corruptions(spec: object) -> list[str]:
     """The eval config's `corruptions` (all, a name or a list) -> names; UserError listing the choices."""
-    return check_names(spec if isinstance(spec, str) else [str(n) for n in spec])  # type: ignore[union-attr]
+    return check_names(spec if isinstance(spec, str) else [str(n) for n in as_list(spec, "corruptions")])
 
 
 def evaluate_corruptions(
@@ -114,7 +115,7 @@ def evaluate_corruptions(
     loggers: Sequence[Logger], metrics: dict,
 ) -> dict[str, Path]:  # fmt: skip
     """eval.py's `corruptions=` step: score, log the table, add to `metrics`, draw the figures (returned by name)."""
-    names, splits = check_corruptions(cfg.corruptions), list(cfg.splits)
+    names, splits = check_corruptions(cfg.corruptions), as_list(cfg.splits, "splits")
     settings = cfg.robustness
     # a Trainer without loggers: its per-set test/acc must not overwrite the clean one in W&B
     trainer = instantiate(cfg.trainer, logger=False, callbacks=[], enable_progress_bar=False)

@@ -171,3 +171,19 @@ def test_the_task_runs_with_the_users_hydra_full_error(tmp_path, monkeypatch):
     entry = report_composition_errors(lambda: checked(lambda c: seen.append(os.environ.get("HYDRA_FULL_ERROR")))(cfg))
     entry()
     assert seen == ["0"] and os.environ["HYDRA_FULL_ERROR"] == "0"
+
+
+def test_one_name_where_a_list_is_taken_is_a_list_of_one():
+    """`splits=test`, `methods=soft`, `classes=3`: not the string's characters."""
+    from omegaconf import ListConfig
+
+    from fmnist.robustness import check_corruptions
+    from fmnist.utils.containers import as_list
+    from fmnist.utils.errors import UserError
+
+    assert as_list("test", "splits") == ["test"] and as_list(3, "classes") == [3]
+    assert as_list(ListConfig(["val", "test"]), "splits") == ["val", "test"]
+    with pytest.raises(UserError, match=r"splits=\{'a': 1\}: expected a name or a list"):
+        as_list({"a": 1}, "splits")
+    with pytest.raises(UserError, match=r"Unknown corruption\(s\) \[.True.\]: choose .all."):  # corruptions=true
+        check_corruptions(True)

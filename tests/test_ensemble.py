@@ -98,7 +98,7 @@ def test_members_bring_their_own_tta_and_temperature(runs, tiny_data):
     """tta=auto (the default): each member is scored as its run scored it, with the temperature its run fitted on
     the same validation split, so the member rows repeat the runs' own calibrated test figures."""
     sweep = runs / "train" / "multiruns" / "sweep"
-    overrides = [*ensemble_overrides(tiny_data, runs), f"runs={sweep}/*", "methods=[soft]"]
+    overrides = [*ensemble_overrides(tiny_data, runs), f"runs={sweep}/*", "methods=soft"]  # one name: a list of one
     ensemble_run.ensemble(compose_cfg("ensemble", overrides, runs / "recorded"))
     report = json.loads((runs / "recorded" / "results.json").read_text())
     assert report["settings"]["tta"] == "flip" and report["settings"]["member_temperatures_recorded"]

@@ -21,6 +21,7 @@ from fmnist.ensemble.members import describe_tta, load_members, predict, recorde
 from fmnist.ensemble.report import build_report, write_outputs
 from fmnist.models.tta import check_tta
 from fmnist.task import hydra_task, task_run
+from fmnist.utils.containers import as_list
 from fmnist.utils.errors import config_int
 from fmnist.utils.io import expand_runs
 
@@ -46,7 +47,7 @@ def fit_on_validation(
             cfg.greedy.metric,
             member_temperatures if cfg.calibrate_members else None,
         )
-        for method in check_methods(list(cfg.methods))
+        for method in check_methods(as_list(cfg.methods, "methods"))
     }
     singles = []
     for i in range(len(val_log_probs)):
@@ -65,7 +66,7 @@ def resolve_device(name: str) -> torch.device:
 def ensemble(cfg: DictConfig) -> dict:
     if cfg.tta != "auto":
         check_tta(cfg.tta)
-    check_methods(list(cfg.methods))
+    check_methods(as_list(cfg.methods, "methods"))
     paths = expand_runs(OmegaConf.to_object(cfg.runs) if OmegaConf.is_list(cfg.runs) else cfg.runs, cfg.checkpoint)
     checksums = OmegaConf.to_object(cfg.data.checksums) if cfg.data.get("checksums") is not None else None
     members = load_members(paths, checksums)

@@ -21,6 +21,7 @@ from fmnist.data.synthetic import class_indices, generate_set, save_synthetic
 from fmnist.gan.generator_file import load_any_generator
 from fmnist.models.gan import plot_sample_grid
 from fmnist.task import hydra_task, task_run
+from fmnist.utils.containers import as_list
 from fmnist.utils.errors import UserError, config_int
 
 log = logging.getLogger("fmnist")
@@ -28,7 +29,7 @@ log = logging.getLogger("fmnist")
 
 def generate(cfg: DictConfig) -> Path:
     n, seed = config_int(cfg, "n_per_class", minimum=1), config_int(cfg, "seed")
-    classes = class_indices(list(cfg.classes) if cfg.classes is not None else None)
+    classes = class_indices(as_list(cfg.classes, "classes") if cfg.classes is not None else None)
     out = Path(cfg.out) if cfg.out else Path(cfg.paths.output_dir) / f"synthetic_{n}pc_seed{seed}.safetensors"
     if out.suffix != ".safetensors":
         raise UserError(f"out={out}: the file name must end with .safetensors.")

@@ -7,9 +7,21 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from fmnist.utils.errors import UserError
+
 
 def plain(value: Any) -> Any:
     """OmegaConf containers -> resolved dicts/lists; anything else unchanged."""
     if isinstance(value, DictConfig | ListConfig):
         return OmegaConf.to_container(value, resolve=True)
     return value
+
+
+def as_list(value: Any, key: str) -> list:
+    """A config value that takes one item or a list (`splits=test` or `splits=[val,test]`) as a list: a bare string
+    would otherwise become its characters. A mapping is refused, naming `key`; the caller checks the items."""
+    if isinstance(value, ListConfig | list | tuple):
+        return list(plain(value))
+    if isinstance(value, DictConfig | dict) or value is None:
+        raise UserError(f"{key}={value}: expected a name or a list of names, e.g. {key}=[a,b].")
+    return [value]
