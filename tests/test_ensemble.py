@@ -251,3 +251,12 @@ def test_a_member_trained_on_other_images_is_refused_through_an_exported_file(ru
     with pytest.raises(UserError, match=r"data\.checksums differs"):
         load_members([exported], {name: "0" * 32 for name in recorded})
     assert load_members([exported], dict(recorded))[0].split["checksums"] == recorded
+
+
+@pytest.mark.parametrize("device", ["gpu", "cuda"])
+def test_a_device_this_machine_lacks_is_refused_before_loading(device, runs, tiny_data, tmp_path):
+    if device == "cuda" and torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    overrides = [*ensemble_overrides(tiny_data, tmp_path), "runs=[/nonexistent/run]", f"device={device}"]
+    with pytest.raises(UserError, match=f"device={device}: "):  # not the missing run: the device is checked first
+        ensemble_run.ensemble(compose_cfg("ensemble", overrides, tmp_path / "e"))

@@ -21,7 +21,7 @@ from fmnist.data.synthetic import SyntheticDataModule, generate_set, load_synthe
 from fmnist.gan.generate import generate
 from fmnist.gan.generator_file import load_generator_file
 from fmnist.gan.metrics import classification_accuracy_score, real_data_classifier, sample_quality
-from fmnist.gan.train import train_gan
+from fmnist.gan.train import check_config, train_gan
 from fmnist.models.classifier import Classifier
 from fmnist.models.files import load_classifier, load_generator
 from fmnist.train import build
@@ -246,3 +246,13 @@ def test_agreement_and_cas_on_real_images(gan_run, tiny_data, tmp_path):
     cas = classification_accuracy_score(model_cfg, data, real, 2, tmp_path / "cas", kwargs, 0)["quality/cas"]
     chance = classification_accuracy_score(model_cfg, data, shuffled, 2, tmp_path / "cas2", kwargs, 0)["quality/cas"]
     assert cas > 0.8 and chance < 0.4, (cas, chance)
+
+
+@pytest.mark.parametrize("override", ["metrics.epochs=abc", "metrics.cas_per_class=0", "metrics.seed=1.5"])
+def test_quality_settings_are_checked_before_the_gan_trains(override, tmp_path):
+    """They are read only after training: a typo found then would cost the whole GAN."""
+    from fmnist.utils.errors import UserError
+
+    key = override.split("=")[0]
+    with pytest.raises(UserError, match=rf"{key}=\S+: expected a whole number|{key}=0 must be at least 1"):
+        check_config(compose_cfg("gan", [override], tmp_path))

@@ -22,7 +22,7 @@ from fmnist.ensemble.report import build_report, write_outputs
 from fmnist.models.tta import check_tta
 from fmnist.task import hydra_task, task_run
 from fmnist.utils.containers import as_list
-from fmnist.utils.errors import config_int
+from fmnist.utils.errors import UserError, config_int
 from fmnist.utils.io import expand_runs
 
 log = logging.getLogger("fmnist")
@@ -58,8 +58,13 @@ def fit_on_validation(
 
 
 def resolve_device(name: str) -> torch.device:
+    """`device`: auto (a GPU when there is one), cpu or cuda; UserError for another name or a missing GPU."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name not in ("cpu", "cuda"):
+        raise UserError(f"device={name}: choose auto, cpu or cuda.")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("device=cuda: this machine has no CUDA GPU; use device=auto or device=cpu.")
     return torch.device(name)
 
 
@@ -67,13 +72,14 @@ def ensemble(cfg: DictConfig) -> dict:
     if cfg.tta != "auto":
         check_tta(cfg.tta)
     check_methods(as_list(cfg.methods, "methods"))
+    device = resolve_device(cfg.device)
     paths = expand_runs(OmegaConf.to_object(cfg.runs) if OmegaConf.is_list(cfg.runs) else cfg.runs, cfg.checkpoint)
     checksums = OmegaConf.to_object(cfg.data.checksums) if cfg.data.get("checksums") is not None else None
     members = load_members(paths, checksums)
     with task_run(cfg, csv=False) as run:
         datamodule = instantiate(cfg.data, **{k: members[0].split[k] for k in VAL_SPLIT_KEYS})
         datamodule.setup("test")
-        device, batch_size = resolve_device(cfg.device), config_int(cfg, "batch_size", minimum=1)
+        batch_size = config_int(cfg, "batch_size", minimum=1)
         log.info(f"{len(members)} members: " + ", ".join(f"{m.name} ({m.ckpt_path})" for m in members))
 
         # 1. validation: predict, then fit everything there is to fit

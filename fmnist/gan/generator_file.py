@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
@@ -80,9 +81,9 @@ def load_generator_file(path: str | Path) -> GeneratorSampler:
         check_targets({"generator": config}, path)
         generator = instantiate(config)
         generator.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
-    except (json.JSONDecodeError, TypeError, ValueError, RuntimeError, KeyError) as e:
+        split, quality = json.loads(metadata.get(SPLIT_KEY, "{}")), json.loads(metadata.get(QUALITY_KEY, "{}"))
+    except (json.JSONDecodeError, TypeError, ValueError, RuntimeError, KeyError, InstantiationException) as e:
         raise CheckpointError(f"{path} does not rebuild a generator ({str(e).splitlines()[0]}).") from e
-    split, quality = json.loads(metadata.get(SPLIT_KEY, "{}")), json.loads(metadata.get(QUALITY_KEY, "{}"))
     return GeneratorSampler(generator, split, quality)
 
 

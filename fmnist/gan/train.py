@@ -22,7 +22,7 @@ from fmnist.gan.generator_file import save_generator_file
 from fmnist.gan.metrics import classification_accuracy_score, real_data_classifier, sample_quality, split_settings
 from fmnist.models.gan import GAN, plot_sample_grid
 from fmnist.task import hydra_task, instantiate_group, task_run
-from fmnist.utils.errors import UserError
+from fmnist.utils.errors import UserError, config_int
 from fmnist.utils.io import read_gan_checkpoint, scalar_metrics
 from fmnist.utils.loggers import log_images
 from fmnist.utils.runtime import resolve_precision
@@ -34,6 +34,10 @@ def check_config(cfg: DictConfig) -> int:
     """Config mistakes that would surface late. Returns the epoch training starts at (a resumed run: later)."""
     if "generator" not in cfg.model:
         raise UserError("gan.py trains a GAN: `model` must be a GAN config (conf/gan_model/, gan_model@model=dcgan).")
+    if cfg.get("metrics"):  # read after training: a typo must not cost the GAN's hours
+        for key in ("n_per_class", "cas_per_class", "epochs", "batch_size"):
+            config_int(cfg.metrics, key, minimum=1, where="metrics.")
+        config_int(cfg.metrics, "seed", where="metrics.")
     if not cfg.get("ckpt_path"):
         return 0
     checkpoint = read_gan_checkpoint(cfg.ckpt_path)  # resume with <gan run>/checkpoints/last.ckpt

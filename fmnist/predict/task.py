@@ -60,11 +60,12 @@ def gather(cfg: DictConfig) -> tuple[list[Item], list[tuple[Path, str]]]:
     for path, named_directly in expand(specs):
         try:
             items.extend(read_items(path, cfg.preprocess))
-        except UserError as e:
+        except (UserError, OSError) as e:  # OSError: no permission, an I/O error
+            error = e if isinstance(e, UserError) else DataError(f"{path} cannot be read: {e.strerror or e}.")
             if named_directly:
-                raise
-            skipped.append((path, str(e)))
-            log.warning(f"skipped: {e}")
+                raise error from None
+            skipped.append((path, str(error)))
+            log.warning(f"skipped: {error}")
     if not items:
         reasons = "; ".join(reason for _, reason in skipped)
         raise DataError(f"No input could be read: {reasons}")

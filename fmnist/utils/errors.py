@@ -26,9 +26,11 @@ class CheckpointError(UserError):
     """A checkpoint is missing, unreadable, unsafe or of the wrong kind."""
 
 
-def config_int(cfg: Any, key: str, minimum: int | None = None) -> int:
-    """cfg[key] as an int; UserError naming the key when it is not a whole number (or below `minimum`)."""
+def config_int(cfg: Any, key: str, minimum: int | None = None, where: str = "") -> int:
+    """cfg[key] as an int; UserError naming the key (after `where`, e.g. "metrics.") when it is not a whole number
+    (or below `minimum`)."""
     value = cfg.get(key)
+    key = where + key
     try:
         number = int(value)
         if number != value and not (isinstance(value, str) and value.strip().lstrip("-").isdigit()):

@@ -25,7 +25,10 @@ def atomic_path(path: Path) -> Iterator[Path]:
     """Yield a temporary path beside `path`; on success it replaces `path`, so no reader sees half a file."""
     if not path.parent.is_dir():
         raise UserError(f"Cannot write {path}: folder {path.parent} does not exist.")
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:  # a read-only or full folder
+        raise UserError(f"Cannot write {path}: {e.strerror or e}. Choose a folder you can write to.") from None
     os.close(fd)
     try:
         yield Path(tmp)
