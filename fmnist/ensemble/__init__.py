@@ -1,1 +1,2 @@
-"""Ensembles of finished runs: combine (pure maths, fitted on validation only), run (the task), report."""
+"""Ensembles of finished runs: members (load and score them), combine (pure maths, fitted on validation only), run
+(the task), report."""

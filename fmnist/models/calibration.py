@@ -1,5 +1,5 @@
 """How a classifier is scored, fitted on the validation split: a temperature for its logits (Guo et al. 2017) and
-the confidence below which a prediction is flagged `uncertain`.
+the energy score (-logsumexp of the calibrated logits) above which a prediction is flagged `uncertain`.
 
 The result is a plain dict, the Classifier's `scoring` hyperparameter, so it travels in every form of the model (a
 .ckpt's hyperparameters, the JSON metadata of a .safetensors file) and `Classifier.load_from_checkpoint(...,

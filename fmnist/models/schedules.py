@@ -4,7 +4,7 @@ A fixed number of epochs takes 2.7x longer on a CPU without bf16 than on one wit
 recipe sized in epochs for one machine either overruns a time budget on another (and `trainer.max_time` then cuts
 it with the learning rate still high) or leaves the budget unused. Here the schedule's progress is the larger of
 steps done / total steps and time elapsed / budget: it anneals by the budget's end whatever the machine, and is
-OneCycleLR (cosine shape, same defaults) when the step count binds first.
+OneCycleLR's cosine shape when the step count binds first (see BudgetedOneCycleLR for the two differences).
 """
 
 from __future__ import annotations
@@ -54,11 +54,12 @@ def one_cycle_factor(progress: float, pct_start: float, div_factor: float, final
 
 
 class BudgetedOneCycleLR(LRScheduler):
-    """One-cycle from each parameter group's learning rate as the peak, over `total_steps` steps or `budget` of
-    wall time, whichever ends first. With a budget that binds, step k's learning rate depends on the clock, so runs
-    are not bit-reproducible from the seed; without one (`budget=None`) this is OneCycleLR. The elapsed time is
-    saved in the state dict, so a resumed run continues the schedule where it stopped. Under multi-process
-    training each process has its own clock: `reduce_elapsed` (set by the Classifier under DDP) replaces a
+    """One-cycle from each parameter group's learning rate as the peak, over `total_steps` steps or `budget` of wall
+    time, whichever ends first. With a budget that binds, step k's learning rate depends on the clock, so runs are not
+    bit-reproducible from the seed; without one (`budget=None`) this is OneCycleLR with cosine annealing, except
+    that the warm-up is 25 % of the steps by default (torch: 30 %) and momentum stays fixed (torch cycles it). The
+    elapsed time is saved in the state dict, so a resumed run continues the schedule where it stopped. Under
+    multi-process training each process has its own clock: `reduce_elapsed` (set by the Classifier under DDP) replaces a
     process's elapsed time by the maximum over processes, so the replicas step at the same learning rate."""
 
     def __init__(

@@ -1,7 +1,8 @@
 """Test-time augmentation: a model's logits averaged over label-preserving views of each batch.
 
 Modes: `none`, `flip` (the image and its mirror), `flip+shift` (also ±1 px shifts of the image; the background of
-Fashion-MNIST is 0, so shifted-in pixels are zero-padded). Used by eval (`tta=...`) and the ensemble.
+Fashion-MNIST is 0, so shifted-in pixels are zero-padded). A run's final test uses it, and so do eval, ensembles,
+predict and export, with the mode the model was scored with unless told otherwise (`tta=...`).
 """
 
 from __future__ import annotations

@@ -289,4 +289,4 @@ class OptunaSweeperImpl(Sweeper):
         callbacks = self.config.get("callbacks") or {}
         if not any(isinstance(c, DictConfig) and c.get("_target_") == PRUNING_CALLBACK for c in callbacks.values()):
             log.warning(f"hydra.sweeper.pruner is set but no callback is {PRUNING_CALLBACK}: trials report nothing "
-                        "and are never pruned. Add it as conf/hparams_search/cnn.yaml does.")  # fmt: skip
+                        "and are never pruned. Add it as conf/hparams_search/base.yaml does.")  # fmt: skip
