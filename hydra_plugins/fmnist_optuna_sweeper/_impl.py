@@ -8,6 +8,8 @@ heartbeats on (an RDB storage), a worker killed mid-trial is noticed by the othe
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import shlex
 from pathlib import Path
@@ -265,8 +267,13 @@ class OptunaSweeperImpl(Sweeper):
                 return TrialState.COMPLETE
             self._fail(study, trial, f"returned {value!r} for {metric}, not a finite number")
             return TrialState.FAIL
-        # the job's exception: Hydra's public .return_value re-raises it and prints "Error executing job" on stderr
-        error = ret._return_value
+        # the job's exception: .return_value re-raises it after an "Error executing job" line, kept off the console
+        error: BaseException | None = None
+        try:
+            with contextlib.redirect_stderr(io.StringIO()):
+                ret.return_value  # noqa: B018
+        except BaseException as raised:
+            error = raised
         if isinstance(error, optuna.TrialPruned):
             study.tell(trial, state=TrialState.PRUNED)
             log.info(f"Trial {trial.number} pruned: {error}")
