@@ -195,9 +195,8 @@ class GAN(pl.LightningModule):
     # --- training ------------------------------------------------------------------------------------------------
     def _check_finite(self, name: str, value: torch.Tensor, batch_idx: int) -> None:
         if not torch.isfinite(value):
-            step = self.trainer.fit_loop.epoch_loop.total_batch_idx + 1
             raise GANDivergedError(
-                f"GAN training diverged at step {step} (epoch {self.current_epoch + 1}, batch {batch_idx + 1}): "
+                f"GAN training diverged in epoch {self.current_epoch + 1}, batch {batch_idx + 1}: "
                 f"the {name} loss is {value.item()}. Training stopped before any step used it: no later sample grid "
                 "or checkpoint was written (a `python gan.py` run keeps the last complete epoch in "
                 "checkpoints/last.ckpt). Lower the learning rates (lr_d, lr_g), or keep loss=hinge with "
