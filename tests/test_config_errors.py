@@ -127,8 +127,10 @@ def test_values_a_target_accepts_pass(tmp_path):
 
 
 def test_a_required_value_left_out_is_named(tmp_path):
-    with pytest.raises(ConfigError, match="ckpt_path is required"):
+    with pytest.raises(ConfigError, match=r"ckpt_path is required: add ckpt_path=<run>/checkpoints/best.ckpt \(or"):
         check_config_values(compose_cfg("eval", [], tmp_path))
+    with pytest.raises(ConfigError, match=r"images is required: add images=<file, folder or glob>, e.g."):
+        check_config_values(compose_cfg("predict", [], tmp_path))
 
 
 # --- what only instantiating reveals, and what Hydra refuses while composing -------------------------------------

@@ -29,8 +29,8 @@ from torchmetrics.classification import (
 from fmnist.dataset import CLASSES, FMNIST_STATS, to_unit_float
 from fmnist.models.components.weight_decay import weight_decay_groups
 from fmnist.models.tta import tta_logits
-from fmnist.utils.config_check import ConfigError
 from fmnist.utils.containers import plain
+from fmnist.utils.errors import ConfigError
 
 
 def metric_suffix(class_name: str) -> str:

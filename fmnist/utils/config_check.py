@@ -24,7 +24,7 @@ from lightning.fabric.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from fmnist.utils.errors import UserError, exit_for_user_error, find_user_error
+from fmnist.utils.errors import ConfigError, UserError, exit_for_user_error, find_user_error
 
 # top-level keys of the entry configs (conf/*.yaml) that are read directly, not through a `_target_`
 TOP_LEVEL = {"seed": int | None, "threads": int | None, "test": bool, "top_k": int, "batch_size": int,
@@ -37,10 +37,12 @@ WORDS = {int: "a whole number", float: "a number", bool: "true or false", str: "
          dict: "a mapping", abc.Mapping: "a mapping", list: "a list", tuple: "a list", abc.Sequence: "a list",
          abc.Iterable: "a list"}  # fmt: skip
 FULL_ERROR = "HYDRA_FULL_ERROR"  # Hydra's switch: "1" re-raises errors instead of printing them and exiting 1
-
-
-class ConfigError(UserError):
-    """A config value or key that cannot work."""
+REQUIRED_EXAMPLES = {  # what to give for a value the entry config leaves required (???)
+    "ckpt_path": "ckpt_path=<run>/checkpoints/best.ckpt (or a model file: models/ holds the shipped ones)",
+    "images": "images=<file, folder or glob>, e.g. images=photo.jpg or images='shots/*.jpg'",
+    "runs": "the finished runs, e.g. 'runs=[<run>,<run>]' or 'runs=outputs/train/runs/*'",
+    "teacher.runs": "the teachers' runs or model files, e.g. 'teacher.runs=[<run>,<run>]'",
+}
 
 
 # --- what a type hint accepts --------------------------------------------------------------------------------
@@ -161,7 +163,8 @@ def check_config_values(cfg: DictConfig) -> None:
     top-level settings of the wrong type, and every `_target_` node against its target's signature."""
     missing = sorted(k for k in OmegaConf.missing_keys(cfg) if not k.startswith("hydra."))
     if missing:
-        raise ConfigError(f"{missing[0]} is required: add {missing[0]}=<value> to the command.")
+        example = REQUIRED_EXAMPLES.get(missing[0], f"{missing[0]}=<value>")
+        raise ConfigError(f"{missing[0]} is required: add {example} to the command.")
     for key, hint in TOP_LEVEL.items():
         ok, value = _value(cfg, key) if key in cfg else (False, None)
         if ok and not accepts(hint, value):
@@ -224,10 +227,8 @@ def _release_full_error() -> None:
     """The task has started: from here on, Hydra reports errors its usual way (the user's HYDRA_FULL_ERROR)."""
     if _saved_full_error:
         previous = _saved_full_error.pop()
-        if previous is None:
-            os.environ.pop(FULL_ERROR, None)
-        else:
-            os.environ[FULL_ERROR] = previous
+        os.environ.pop(FULL_ERROR, None)
+        os.environ.update({} if previous is None else {FULL_ERROR: previous})
 
 
 def _given(key: str, overrides: list[str]) -> tuple[str, str, str]:
@@ -260,11 +261,8 @@ def composition_error(error: Exception, overrides: list[str] | None = None) -> U
             candidates += list(signature_of(str(parent._target_))[0].parameters)  # not in the config yet: add with +
         typed, rest, value = _given(cause.full_key, overrides)
         guess = closest(key, candidates)
-        if guess:
-            plus = "" if isinstance(parent, DictConfig) and guess in parent else "+"
-            hint = f"did you mean {plus}{prefix}{guess}{rest}={value}?"
-        else:
-            hint = f"to add a new key, use +{typed}"
+        plus = "" if isinstance(parent, DictConfig) and guess in parent else "+"
+        hint = f"did you mean {plus}{prefix}{guess}{rest}={value}?" if guess else f"to add a new key, use +{typed}"
         return ConfigError(f"{typed}: no such key; {hint}")
     message = " ".join(str(error).split())
     if isinstance(error, OverrideParseException):

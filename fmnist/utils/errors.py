@@ -22,6 +22,10 @@ class DataError(UserError):
     """A data file is missing, truncated, corrupt or of the wrong kind."""
 
 
+class ConfigError(UserError):
+    """A config value or key that cannot work (fmnist.utils.config_check)."""
+
+
 class CheckpointError(UserError):
     """A checkpoint is missing, unreadable, unsafe or of the wrong kind."""
 
