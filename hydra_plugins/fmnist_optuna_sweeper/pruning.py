@@ -3,18 +3,22 @@
 The trial is reached through the study's storage (named in the job's Hydra config), not through a Python object
 handed over by the sweeper: the job may run in another process or on another machine (joblib, submitit), and
 pruners compare against the other trials' values in the storage. The sweeper records the `optuna.TrialPruned`
-raised here as PRUNED, not as a failure.
+raised here as PRUNED, not as a failure. Hydra's plugin scan imports this module at every start-up: Optuna is
+imported only when a trial reports.
 """
 
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 import lightning.pytorch as pl
-import optuna
 from lightning.pytorch.callbacks import Callback
 
 from fmnist.utils.errors import UserError
+
+if TYPE_CHECKING:
+    import optuna
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +35,7 @@ class OptunaPruning(Callback):
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if self.trial_number is None or stage != "fit" or not trainer.is_global_zero:
             return
-        from hydra_plugins.fmnist_optuna_sweeper.optuna_sweeper import open_trial
+        from .optuna_sweeper import open_trial
 
         self._trial = open_trial(int(self.trial_number))
         log.info(f"Reporting {self.monitor} per epoch to Optuna trial {self.trial_number}")
@@ -54,4 +58,6 @@ class OptunaPruning(Callback):
                 message = f"pruned after epoch {trainer.current_epoch}: {self.monitor}={float(value):.4f}"
         message = trainer.strategy.broadcast(message, src=0)  # every DDP process stops together
         if message:
-            raise optuna.TrialPruned(message)
+            from optuna import TrialPruned
+
+            raise TrialPruned(message)
