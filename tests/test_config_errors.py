@@ -127,7 +127,7 @@ def test_values_a_target_accepts_pass(tmp_path):
 
 
 def test_a_required_value_left_out_is_named(tmp_path):
-    with pytest.raises(ConfigError, match=r"ckpt_path is required: add ckpt_path=<run>/checkpoints/best.ckpt \(or"):
+    with pytest.raises(ConfigError, match=r"ckpt_path is required: add ckpt_path=<a run's checkpoints/\*.ckpt or"):
         check_config_values(compose_cfg("eval", [], tmp_path))
     with pytest.raises(ConfigError, match=r"images is required: add images=<file, folder or glob>, e.g."):
         check_config_values(compose_cfg("predict", [], tmp_path))
@@ -187,5 +187,7 @@ def test_one_name_where_a_list_is_taken_is_a_list_of_one():
     assert as_list(ListConfig(["val", "test"]), "splits") == ["val", "test"]
     with pytest.raises(UserError, match=r"splits=\{'a': 1\}: expected a name or a list"):
         as_list({"a": 1}, "splits")
+    with pytest.raises(UserError, match=r"splits=\[\['val'\]\]: expected a name or a list"):  # not a TypeError later
+        as_list(ListConfig([["val"]]), "splits")
     with pytest.raises(UserError, match=r"Unknown corruption\(s\) \[.True.\]: choose .all."):  # corruptions=true
         check_corruptions(True)

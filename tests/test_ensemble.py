@@ -102,6 +102,7 @@ def test_members_bring_their_own_tta_and_temperature(runs, tiny_data):
     ensemble_run.ensemble(compose_cfg("ensemble", overrides, runs / "recorded"))
     report = json.loads((runs / "recorded" / "results.json").read_text())
     assert report["settings"]["tta"] == "flip" and report["settings"]["member_temperatures_recorded"]
+    assert report["settings"]["methods"] == ["soft"]
     for i, row in enumerate(report["rows"][:3]):
         trained = json.loads((sweep / str(i) / "metrics.json").read_text())
         assert row["temperature"] == trained["temperature"]
@@ -253,9 +254,9 @@ def test_a_member_trained_on_other_images_is_refused_through_an_exported_file(ru
     assert load_members([exported], dict(recorded))[0].split["checksums"] == recorded
 
 
-@pytest.mark.parametrize("device", ["gpu", "cuda"])
-def test_a_device_this_machine_lacks_is_refused_before_loading(device, runs, tiny_data, tmp_path):
-    if device == "cuda" and torch.cuda.is_available():
+@pytest.mark.parametrize("device", ["gpu", "cuda", "cuda:0", "cpu:1"])
+def test_a_device_this_machine_lacks_is_refused_before_loading(device, tiny_data, tmp_path):
+    if device.startswith("cuda") and torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
     overrides = [*ensemble_overrides(tiny_data, tmp_path), "runs=[/nonexistent/run]", f"device={device}"]
     with pytest.raises(UserError, match=f"device={device}: "):  # not the missing run: the device is checked first

@@ -57,7 +57,7 @@ def build_report(
         "disagreement": disagreement(test[0]).tolist(),
         "settings": {
             "tta": cfg.tta,
-            "methods": list(cfg.methods),
+            "methods": list(methods),  # the checked names (methods=soft: ["soft"])
             "temperature_scaling": bool(cfg.temperature_scaling),
             "calibrate_members": bool(cfg.calibrate_members),
             "greedy": OmegaConf.to_container(cfg.greedy),

@@ -58,13 +58,14 @@ def fit_on_validation(
 
 
 def resolve_device(name: str) -> torch.device:
-    """`device`: auto (a GPU when there is one), cpu or cuda; UserError for another name or a missing GPU."""
+    """`device`: auto (a GPU when there is one), cpu, cuda or cuda:<n>; UserError for another name or a missing GPU."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name not in ("cpu", "cuda"):
-        raise UserError(f"device={name}: choose auto, cpu or cuda.")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("device=cuda: this machine has no CUDA GPU; use device=auto or device=cpu.")
+    kind, _, index = str(name).partition(":")
+    if kind not in ("cpu", "cuda") or (index and not (kind == "cuda" and index.isdigit())):
+        raise UserError(f"device={name}: choose auto, cpu, cuda or cuda:<n>.")
+    if kind == "cuda" and int(index or 0) >= torch.cuda.device_count():
+        raise UserError(f"device={name}: this machine has {torch.cuda.device_count()} CUDA GPU(s); use device=auto.")
     return torch.device(name)
 
 

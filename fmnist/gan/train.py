@@ -35,7 +35,8 @@ def check_config(cfg: DictConfig) -> int:
     if "generator" not in cfg.model:
         raise UserError("gan.py trains a GAN: `model` must be a GAN config (conf/gan_model/, gan_model@model=dcgan).")
     if cfg.get("metrics"):  # read after training: a typo must not cost the GAN's hours
-        for key in ("n_per_class", "cas_per_class", "epochs", "batch_size"):
+        config_int(cfg.metrics, "cas_per_class", minimum=1, where="metrics.")
+        for key in ("n_per_class", "epochs", "batch_size") if cfg.metrics.get("enabled") else ():
             config_int(cfg.metrics, key, minimum=1, where="metrics.")
         config_int(cfg.metrics, "seed", where="metrics.")
     if not cfg.get("ckpt_path"):

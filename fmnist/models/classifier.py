@@ -53,12 +53,13 @@ def normalise(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, kind:
 
 @contextmanager
 def values_of(key: str, node: Any) -> Iterator[None]:
-    """Turn a TypeError/ValueError that torch raises for the values of config node `key` into a ConfigError."""
+    """Turn the ValueError torch raises for a value of config node `key` (its types were checked before training)
+    into a ConfigError."""
     try:
         yield
-    except (TypeError, ValueError) as error:
+    except ValueError as error:
         given = " ".join(f"{key}.{k}={v}" for k, v in dict(node).items() if not str(k).startswith("_"))
-        raise ConfigError(f"{key}: {error} (given: {given}); pass values {node.get('_target_')} accepts.") from None
+        raise ConfigError(f"{key}: {error} (given: {given}); pass values {node.get('_target_')} accepts.") from error
 
 
 class Classifier(pl.LightningModule):

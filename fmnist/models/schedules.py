@@ -75,8 +75,9 @@ class BudgetedOneCycleLR(LRScheduler):
         self.budget_s = budget_seconds(budget)
         # trainer.max_epochs=-1 gives an infinite step count: then the budget alone sets the pace
         if not (total_steps >= 1 and (math.isfinite(total_steps) or self.budget_s is not None)):
-            raise ValueError(f"total_steps must be a finite number >= 1, got {total_steps} (trainer.max_epochs=-1 "
-                             "trains without end: give it a trainer.max_time budget)")  # fmt: skip
+            endless = " (trainer.max_epochs=-1 trains without end: give it a trainer.max_time budget)"
+            raise ValueError(f"total_steps must be a finite number >= 1, got {total_steps}"
+                             + (endless if math.isinf(total_steps) else ""))  # fmt: skip
         if not 0.0 < pct_start < 1.0:
             raise ValueError(f"pct_start must be in (0, 1), got {pct_start}")
         self.total_steps = total_steps

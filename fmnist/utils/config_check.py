@@ -38,7 +38,7 @@ WORDS = {int: "a whole number", float: "a number", bool: "true or false", str: "
          abc.Iterable: "a list"}  # fmt: skip
 FULL_ERROR = "HYDRA_FULL_ERROR"  # Hydra's switch: "1" re-raises errors instead of printing them and exiting 1
 REQUIRED_EXAMPLES = {  # what to give for a value the entry config leaves required (???)
-    "ckpt_path": "ckpt_path=<run>/checkpoints/best.ckpt (or a model file: models/ holds the shipped ones)",
+    "ckpt_path": "ckpt_path=<a run's checkpoints/*.ckpt or a .safetensors model file; models/ holds the shipped ones>",
     "images": "images=<file, folder or glob>, e.g. images=photo.jpg or images='shots/*.jpg'",
     "runs": "the finished runs, e.g. 'runs=[<run>,<run>]' or 'runs=outputs/train/runs/*'",
     "teacher.runs": "the teachers' runs or model files, e.g. 'teacher.runs=[<run>,<run>]'",

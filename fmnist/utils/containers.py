@@ -19,9 +19,9 @@ def plain(value: Any) -> Any:
 
 def as_list(value: Any, key: str) -> list:
     """A config value that takes one item or a list (`splits=test` or `splits=[val,test]`) as a list: a bare string
-    would otherwise become its characters. A mapping is refused, naming `key`; the caller checks the items."""
-    if isinstance(value, ListConfig | list | tuple):
-        return list(plain(value))
-    if isinstance(value, DictConfig | dict) or value is None:
+    would otherwise become its characters. A mapping, null or nested lists are refused, naming `key`; the caller checks
+    the names."""
+    items = list(plain(value)) if isinstance(value, ListConfig | list | tuple) else [value]
+    if any(isinstance(item, DictConfig | ListConfig | dict | list | tuple) or item is None for item in items):
         raise UserError(f"{key}={value}: expected a name or a list of names, e.g. {key}=[a,b].")
-    return [value]
+    return items

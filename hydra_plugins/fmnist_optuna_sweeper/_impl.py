@@ -2,7 +2,7 @@
 
 Every trial is created in the storage (`study.ask`), so several sweep processes on one storage share a study
 without losing or repeating trial numbers; the jobs reconnect to the storage to report per-epoch values and to be
-pruned (pruning.py), which works whichever launcher runs them, in this process or elsewhere. With
+pruned (_pruning.py), which works whichever launcher runs them, in this process or elsewhere. With
 heartbeats on (an RDB storage), a worker killed mid-trial is noticed by the others, which retry its trial (_workers).
 """
 
@@ -33,8 +33,8 @@ from ._workers import Heartbeat, ask, fail_stale_trials, make_sampler
 
 log = logging.getLogger(__name__)
 
-TRIAL_KEY = "optuna_trial"  # each job's config gets `optuna_trial: <number>` (read by pruning.py)
-PRUNING_CALLBACK = "hydra_plugins.fmnist_optuna_sweeper.pruning.OptunaPruning"
+TRIAL_KEY = "optuna_trial"  # each job's config gets `optuna_trial: <number>` (read by _pruning.py)
+PRUNING_CALLBACK = "hydra_plugins.fmnist_optuna_sweeper._pruning.OptunaPruning"
 
 
 def check_objective(config: DictConfig, space: SearchSpace) -> str:

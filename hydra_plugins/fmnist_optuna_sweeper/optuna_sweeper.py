@@ -1,5 +1,5 @@
 """The plugin's public names: the sweeper class Hydra instantiates for `hydra/sweeper=fmnist_optuna`, and
-`open_trial`, through which a training job reports to its trial (pruning.py).
+`open_trial`, through which a training job reports to its trial (_pruning.py).
 
 This module is imported by Hydra's plugin scan at every start-up, so it only defers to the `_`-modules (Optuna and the
 rest load when a sweep or a trial actually starts).

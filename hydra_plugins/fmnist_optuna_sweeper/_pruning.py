@@ -3,8 +3,8 @@
 The trial is reached through the study's storage (named in the job's Hydra config), not through a Python object
 handed over by the sweeper: the job may run in another process or on another machine (joblib, submitit), and
 pruners compare against the other trials' values in the storage. The sweeper records the `optuna.TrialPruned`
-raised here as PRUNED, not as a failure. Hydra's plugin scan imports this module at every start-up: Optuna is
-imported only when a trial reports.
+raised here as PRUNED, not as a failure. A `_`-module, like the plugin's other parts, so that Hydra's plugin scan
+does not import it at every start-up.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from lightning.pytorch.callbacks import Callback
 from fmnist.utils.errors import UserError
 
 if TYPE_CHECKING:
-    import optuna
+    import optuna  # imported when a trial reports
 
 log = logging.getLogger(__name__)
 
