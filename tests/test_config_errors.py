@@ -32,7 +32,6 @@ CLI_CASES = {
     "lr": ("train.py", ["model.optimizer.lr=abc"], ["model.optimizer.lr=abc", "expected a number"]),
     "max_epochs": ("train.py", ["trainer.max_epochs=-3"], ["trainer.max_epochs=-3", "non-negative integer or -1"]),
     "optimizer value": ("train.py", ["model.optimizer.lr=-1"], ["model.optimizer", "Invalid learning rate: -1"]),
-    "schedule value": ("train.py", ["model.scheduler.pct_start=1.5"], ["model.scheduler", "pct_start must be in"]),
     "endless schedule": ("train.py", ["trainer.max_epochs=-1"], ["model.scheduler", "give it a trainer.max_time"]),
     "misspelled key": ("train.py", ["trainer.max_epoch=3"], ["trainer.max_epoch=3", "you mean trainer.max_epochs=3?"]),
     "eval threads": ("eval.py", ["ckpt_path=none.ckpt", "threads=abc"], ["threads=abc", "expected a whole number"]),

@@ -174,9 +174,8 @@ def test_the_data_set_facts_have_one_home_that_the_python_side_agrees_with(tmp_p
     assert gan.model.generator.num_classes == gan.model.discriminator.num_classes == 7
 
 
-@pytest.mark.parametrize("script, name", [("train.py", "train"), ("predict.py", "predict")])
-def test_help_says_what_the_command_does(script, name):
-    result = run_cli(script, "--help")
+def test_help_says_what_the_command_does():
+    result = run_cli("train.py", "--help")  # every entry config shares the header (conf/hydra/default.yaml)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.startswith(f"fmnist {name}: compose a run"), result.stdout[:500]
+    assert result.stdout.startswith("fmnist train: compose a run"), result.stdout[:500]
     assert "--cfg job" in result.stdout and "== Configuration groups ==" in result.stdout
