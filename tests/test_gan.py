@@ -248,11 +248,26 @@ def test_agreement_and_cas_on_real_images(gan_run, tiny_data, tmp_path):
     assert cas > 0.8 and chance < 0.4, (cas, chance)
 
 
-@pytest.mark.parametrize("override", ["metrics.epochs=abc", "metrics.cas_per_class=0", "metrics.seed=1.5"])
-def test_quality_settings_are_checked_before_the_gan_trains(override, tmp_path):
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("metrics.epochs=abc", r"metrics.epochs=abc: expected a whole number"),
+        ("metrics.cas_per_class=0", r"metrics.cas_per_class=0 must be at least 1"),
+        ("metrics.seed=1.5", r"metrics.seed=1.5: expected a whole number"),
+        ("metrics.classifier.optimizer.lr=-1", r"metrics.classifier.optimizer: Invalid learning rate: -1"),
+    ],
+)
+def test_quality_settings_are_checked_before_the_gan_trains(override, message, tmp_path):
     """They are read only after training: a typo found then would cost the whole GAN."""
     from fmnist.utils.errors import UserError
 
-    key = override.split("=")[0]
-    with pytest.raises(UserError, match=rf"{key}=\S+: expected a whole number|{key}=0 must be at least 1"):
+    with pytest.raises(UserError, match=message):
         check_config(compose_cfg("gan", [override], tmp_path))
+
+
+def test_a_learning_rate_adam_refuses_names_the_gan_config_key(tmp_path):
+    from fmnist.utils.errors import ConfigError
+
+    gan = instantiate(compose_cfg("gan", [*SMALL_GAN, "model.lr_d=-1"], tmp_path).model)
+    with pytest.raises(ConfigError, match=r"^model: Invalid learning rate: -1.0 \(given: .*model.lr_d=-1"):
+        gan.configure_optimizers()

@@ -39,6 +39,8 @@ def check_config(cfg: DictConfig) -> int:
         for key in ("n_per_class", "epochs", "batch_size") if cfg.metrics.get("enabled") else ():
             config_int(cfg.metrics, key, minimum=1, where="metrics.")
         config_int(cfg.metrics, "seed", where="metrics.")
+        if cfg.metrics.get("enabled"):  # its optimizer and schedule values, which torch checks only when fit starts
+            instantiate(cfg.metrics.classifier).build_optimizer(steps=100, where="metrics.classifier")
     if not cfg.get("ckpt_path"):
         return 0
     checkpoint = read_gan_checkpoint(cfg.ckpt_path)  # resume with <gan run>/checkpoints/last.ckpt

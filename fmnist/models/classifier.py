@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import inspect
 import re
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from typing import Any
 
 import lightning.pytorch as pl
@@ -30,7 +29,7 @@ from fmnist.dataset import CLASSES, FMNIST_STATS, to_unit_float
 from fmnist.models.components.weight_decay import weight_decay_groups
 from fmnist.models.tta import tta_logits
 from fmnist.utils.containers import plain
-from fmnist.utils.errors import ConfigError
+from fmnist.utils.errors import values_of
 
 
 def metric_suffix(class_name: str) -> str:
@@ -49,17 +48,6 @@ def normalise(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, kind:
         shape = (-1,) + (1,) * (images.dim() - 1)
         return (images - flat.mean(1).view(shape)) / (flat.std(1).view(shape) + 1e-2)
     return (images - mean) / std
-
-
-@contextmanager
-def values_of(key: str, node: Any) -> Iterator[None]:
-    """Turn the ValueError torch raises for a value of config node `key` (its types were checked before training)
-    into a ConfigError."""
-    try:
-        yield
-    except ValueError as error:
-        given = " ".join(f"{key}.{k}={v}" for k, v in dict(node).items() if not str(k).startswith("_"))
-        raise ConfigError(f"{key}: {error} (given: {given}); pass values {node.get('_target_')} accepts.") from error
 
 
 class Classifier(pl.LightningModule):
@@ -260,29 +248,14 @@ class Classifier(pl.LightningModule):
         return tensor.item()
 
     def configure_optimizers(self) -> dict:
-        """The optimizer and schedule of the config. torch checks their values only here, as `fit` starts: a value
-        it rejects (lr=-1, pct_start=1.5) ends in one message naming the config key, not a traceback."""
-        groups = self.parameter_groups()
-        lr = self.hparams.optimizer.get("lr")
-        for group in groups:  # a group's `lr_scale` scales the configured (peak) learning rate
-            if "lr_scale" in group and lr is not None:
-                group["lr"] = lr * group["lr_scale"]
-        with values_of("model.optimizer", self.hparams.optimizer):
-            optimizer = instantiate(self.hparams.optimizer)(groups)  # `_partial_: true`
-        if not self.hparams.scheduler:
+        """The optimizer and schedule of the config, over the trainer's steps. torch checks their values only here,
+        as `fit` starts: a value it rejects (lr=-1, pct_start=1.5) ends in one message naming the config key."""
+        epochs = self.hparams.scheduler_interval == "epoch"
+        optimizer, scheduler = self.build_optimizer(
+            self.trainer.max_epochs if epochs else self.trainer.estimated_stepping_batches
+        )
+        if scheduler is None:
             return {"optimizer": optimizer}
-        make_scheduler = instantiate(self.hparams.scheduler)  # a functools.partial (`_partial_: true`)
-        accepted = inspect.signature(make_scheduler.func).parameters
-        steps = self.trainer.estimated_stepping_batches
-        if self.hparams.scheduler_interval == "epoch":
-            steps = self.trainer.max_epochs
-        # fill the schedule length from the trainer unless the config set it
-        extra = {k: steps for k in ("total_steps", "T_max", "total_iters") if k in accepted}
-        extra = {k: v for k, v in extra.items() if k not in make_scheduler.keywords}
-        if "max_lr" in make_scheduler.keywords and any("lr_scale" in g for g in groups):  # OneCycleLR: one per group
-            extra["max_lr"] = [make_scheduler.keywords["max_lr"] * g.get("lr_scale", 1.0) for g in groups]
-        with values_of("model.scheduler", self.hparams.scheduler):
-            scheduler = make_scheduler(optimizer, **extra)
         if getattr(scheduler, "budget_s", None) and self.trainer.world_size > 1:
             # one clock for all replicas (the slowest process's), else their learning rates would drift apart
             scheduler.reduce_elapsed = self.max_over_processes
@@ -290,3 +263,26 @@ class Classifier(pl.LightningModule):
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": self.hparams.scheduler_interval},
         }
+
+    def build_optimizer(self, steps: int, where: str = "model") -> tuple[torch.optim.Optimizer, Any]:
+        """The config's optimizer and schedule (or None) over `steps` scheduler steps; a value torch rejects is a
+        ConfigError naming `where`.optimizer or `where`.scheduler. Commands that train a classifier late (gan.py's
+        metrics) call it first, so a typo cannot cost the hours before."""
+        groups = self.parameter_groups()
+        lr = self.hparams.optimizer.get("lr")
+        for group in groups:  # a group's `lr_scale` scales the configured (peak) learning rate
+            if "lr_scale" in group and lr is not None:
+                group["lr"] = lr * group["lr_scale"]
+        with values_of(f"{where}.optimizer", self.hparams.optimizer):
+            optimizer = instantiate(self.hparams.optimizer)(groups)  # `_partial_: true`
+        if not self.hparams.scheduler:
+            return optimizer, None
+        make_scheduler = instantiate(self.hparams.scheduler)  # a functools.partial (`_partial_: true`)
+        accepted = inspect.signature(make_scheduler.func).parameters
+        # fill the schedule length from the trainer unless the config set it
+        extra = {k: steps for k in ("total_steps", "T_max", "total_iters") if k in accepted}
+        extra = {k: v for k, v in extra.items() if k not in make_scheduler.keywords}
+        if "max_lr" in make_scheduler.keywords and any("lr_scale" in g for g in groups):  # OneCycleLR: one per group
+            extra["max_lr"] = [make_scheduler.keywords["max_lr"] * g.get("lr_scale", 1.0) for g in groups]
+        with values_of(f"{where}.scheduler", self.hparams.scheduler):
+            return optimizer, make_scheduler(optimizer, **extra)

@@ -35,7 +35,7 @@ from torch.optim.swa_utils import AveragedModel
 from fmnist.data.augment import random_erasing, random_translate
 from fmnist.dataset import CLASSES, to_unit_float
 from fmnist.utils.containers import plain
-from fmnist.utils.errors import UserError
+from fmnist.utils.errors import UserError, values_of
 from fmnist.utils.loggers import log_images
 
 LOSSES = ("hinge", "nonsaturating")
@@ -253,7 +253,9 @@ class GAN(pl.LightningModule):
 
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
         betas = tuple(self.hparams.betas)
-        return [
-            torch.optim.Adam(self.generator.parameters(), lr=self.hparams.lr_g, betas=betas),
-            torch.optim.Adam(self.discriminator.parameters(), lr=self.hparams.lr_d, betas=betas),
-        ]
+        values = {k: self.hparams[k] for k in ("lr_g", "lr_d", "betas")}
+        with values_of("model", values, accepts="torch.optim.Adam"):  # lr_d=-1: one message, not a traceback
+            return [
+                torch.optim.Adam(self.generator.parameters(), lr=self.hparams.lr_g, betas=betas),
+                torch.optim.Adam(self.discriminator.parameters(), lr=self.hparams.lr_d, betas=betas),
+            ]

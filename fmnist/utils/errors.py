@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, NoReturn
 
 if TYPE_CHECKING:
@@ -28,6 +29,18 @@ class ConfigError(UserError):
 
 class CheckpointError(UserError):
     """A checkpoint is missing, unreadable, unsafe or of the wrong kind."""
+
+
+@contextmanager
+def values_of(key: str, node: Mapping, accepts: str | None = None) -> Iterator[None]:
+    """Turn the ValueError torch raises for a value of config node `key` (its types were checked before training)
+    into a ConfigError that names the node's values."""
+    try:
+        yield
+    except ValueError as error:
+        given = " ".join(f"{key}.{k}={v}" for k, v in dict(node).items() if not str(k).startswith("_"))
+        accepts = accepts or node.get("_target_")
+        raise ConfigError(f"{key}: {error} (given: {given}); pass values {accepts} accepts.") from error
 
 
 def config_int(cfg: Any, key: str, minimum: int | None = None, where: str = "") -> int:
