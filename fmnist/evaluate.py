@@ -19,7 +19,7 @@ from omegaconf import DictConfig
 from fmnist.data.datamodule import SPLIT_KEYS
 from fmnist.models.files import load_trained
 from fmnist.models.tta import check_tta
-from fmnist.robustness import check_corruptions, evaluate_corruptions
+from fmnist.robustness import check_corruptions, check_settings, evaluate_corruptions
 from fmnist.task import hydra_task, task_run
 from fmnist.utils.containers import as_list
 from fmnist.utils.errors import UserError
@@ -52,6 +52,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         check_tta(cfg.tta)
     if cfg.get("corruptions"):  # a wrong name fails before anything loads
         check_corruptions(cfg.corruptions)
+        check_settings(cfg.robustness)
     model, trained_with = load_trained(cfg.ckpt_path)  # a .ckpt, or an exported .safetensors (the shipped ones)
     if not trained_with and "val" in splits:
         log.warning(f"{cfg.ckpt_path} does not record its training split; val uses the data config's split.")

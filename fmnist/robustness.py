@@ -28,6 +28,7 @@ from fmnist.data.corrupted_sets import corrupted_set
 from fmnist.data.corruptions import CORRUPTIONS, check_names
 from fmnist.data.datamodule import FashionMNISTDataModule, TensorBatches
 from fmnist.utils.containers import as_list
+from fmnist.utils.errors import UserError, config_int
 
 log = logging.getLogger("fmnist")
 
@@ -108,6 +109,16 @@ def plot_examples(
 def check_corruptions(spec: object) -> list[str]:
     """The eval config's `corruptions` (all, a name or a list) -> names; UserError listing the choices."""
     return check_names(spec if isinstance(spec, str) else [str(n) for n in as_list(spec, "corruptions")])
+
+
+def check_settings(settings: DictConfig) -> None:
+    """eval.py's `robustness:` values, before any scoring: whole numbers, and a cache folder that can be made."""
+    config_int(settings, "examples", minimum=1, where="robustness.")
+    config_int(settings, "seed", where="robustness.")
+    try:
+        Path(settings.cache_dir).mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"robustness.cache_dir={settings.cache_dir}: cannot create it ({e.strerror or e}).") from None
 
 
 def evaluate_corruptions(

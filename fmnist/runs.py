@@ -28,6 +28,8 @@ from rich.table import Table
 from rich.text import Text
 
 from fmnist import PROJECT_ROOT
+from fmnist.utils.errors import UserError
+from fmnist.utils.io import atomic_path, output_folder
 from fmnist.utils.run_info import describe_run, files_held_open
 
 CSV_COLUMNS = (
@@ -109,8 +111,7 @@ def collect_runs(root: Path, task: str | None = None, sort: str = "val", every: 
 
 
 def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as f:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
@@ -155,7 +156,15 @@ def main() -> None:
     parser.add_argument("--top", type=int, help="show only the first N rows (the CSV keeps all)")
     args = parser.parse_args()
     if not args.root.is_dir():
-        parser.exit(2, f"error: {args.root} does not exist; runs land in outputs/ (pass --root to look elsewhere)\n")
+        problem = "is a file" if args.root.exists() else "does not exist"
+        parser.exit(2, f"error: {args.root} {problem}; runs land in outputs/ (pass --root to look elsewhere)\n")
+    if args.top is not None and args.top < 1:
+        parser.exit(2, f"error: --top {args.top}: give a number of rows, at least 1\n")
+    if args.csv:
+        try:
+            output_folder(args.csv)  # before listing: --csv into a folder or a read-only place
+        except UserError as error:
+            parser.exit(2, f"error: --csv: {error}\n")
     root = args.root.resolve()
     rows = collect_runs(root, args.task, args.sort, every=args.all)
     # --wide: the table at its natural width, for `less -S` or a wide terminal; otherwise the terminal's (COLUMNS)

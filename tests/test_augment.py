@@ -141,6 +141,9 @@ def test_bad_aug_values_are_refused():
         BatchAugment(flip=2.0)
     with pytest.raises(Exception, match="mixup or cutmix"):
         BatchAugment(mix={"kind": "blend"})
+    for name in ("affine", "erasing", "mix"):  # a share of images or batches
+        with pytest.raises(UserError, match=rf"aug\.{name}\.p=5: a probability must be in \[0, 1\]"):
+            BatchAugment(**{name: {"p": 5}})
     with pytest.raises(Exception, match=r"aug\.affine\.rotate=10: .* has no parameter 'rotate'"):
         BatchAugment(affine={"rotate": 10})
     with pytest.raises(Exception, match=r"aug\.corrupt\.p=abc: expected a number"):

@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from hydra.errors import ConfigCompositionException, InstantiationException
+from hydra.errors import ConfigCompositionException, InstantiationException, OverrideParseException
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
@@ -110,6 +110,7 @@ def test_every_group_option_is_covered():
         (["experiment=distill", "teacher.runs=[a]", "model.label_smoothing=x"], "label_smoothing=x: expected a number"),
         (["data.mirrors=http://x"], "data.mirrors=http://x: expected a list"),
         (["threads=0"], "threads=0: expected at least 1"),
+        (["model.backbone.widths=[a,b]"], r"model.backbone.widths=\['a', 'b'\]: expected a list of whole numbers"),
         (["test=maybe"], "test=maybe: expected true or false"),
     ],
 )
@@ -151,7 +152,10 @@ def test_an_error_raised_while_instantiating_names_the_key(tmp_path):
             "trainer.gradient_clip_vall=1: no such key; did you mean +trainer.gradient_clip_val=1?",
         ),
         ("modle=cnn", "modle=cnn: no such key; did you mean model=cnn?"),
-        ("trainer.zzz=1", "trainer.zzz=1: no such key; to add a new key, use +trainer.zzz=1"),
+        ("trainer.zzz=1", "trainer.zzz=1: no such key; `python "),  # ... --cfg job` lists the keys
+        ("lr=0.1", "lr=0.1: no such key; did you mean model.optimizer.lr=0.1?"),  # not +lr, which nothing reads
+        ("optimizer.lr=3", "optimizer.lr=3: no such key; did you mean model.optimizer.lr=3?"),
+        ("max_epochs=3", "max_epochs=3: no such key; did you mean trainer.max_epochs=3?"),
         (
             "model=resnt",
             "model=resnt: Could not find 'model/resnt'; did you mean model=resnet? (options: cnn, convnext, resnet, ",
@@ -162,6 +166,19 @@ def test_an_unknown_key_names_the_closest_valid_one(tmp_path, override, message)
     with pytest.raises(ConfigCompositionException) as raised:
         compose_cfg("train", [override], tmp_path)
     assert str(composition_error(raised.value, [override])).startswith(message)
+
+
+@pytest.mark.parametrize(
+    "argument, message",
+    [
+        ("shots/shirt.png", "shots/shirt.png: arguments are key=value; give it as images=shots/shirt.png"),
+        ("runs/x/best.ckpt", "runs/x/best.ckpt: arguments are key=value; give it as ckpt_path=runs/x/best.ckpt"),
+    ],
+)
+def test_a_bare_argument_says_which_key_takes_it(tmp_path, argument, message):
+    with pytest.raises(OverrideParseException) as raised:
+        compose_cfg("predict", [argument], tmp_path)
+    assert str(composition_error(raised.value, [argument])).startswith(message)
 
 
 def test_the_task_runs_with_the_users_hydra_full_error(tmp_path, monkeypatch):

@@ -80,6 +80,19 @@ def test_label_and_image_counts_must_agree(tmp_path):
 
 
 # --- where the files come from --------------------------------------------------------------------------------
+def test_decompressed_files_load_like_the_gz_ones(tiny_data, tmp_path):
+    """`gunzip *.gz` leaves train-images-idx3-ubyte & co.: found, checked (the MD5 is of the decompressed bytes)."""
+    directory, checksums = tiny_data
+    for path in directory.glob("*.gz"):
+        (tmp_path / path.stem).write_bytes(gzip.decompress(path.read_bytes()))
+    assert locate(tmp_path, system_dir=None, download=False) == tmp_path
+    arrays, expected = load_arrays(tmp_path, checksums), load_arrays(directory, checksums)
+    assert all(torch.equal(arrays[k], expected[k]) for k in expected)
+    (tmp_path / TRAIN_IMAGES.removesuffix(".gz")).write_bytes(b"\x00" * 20)
+    with pytest.raises(DataError, match=r"train-images-idx3-ubyte: MD5 .*\nFix: delete .*train-images-idx3-ubyte "):
+        load_arrays(tmp_path, checksums)
+
+
 def test_configured_dir_comes_first(tiny_data, tmp_path):
     directory, _ = tiny_data
     assert locate(directory, system_dir=tmp_path, download=False) == directory

@@ -17,7 +17,7 @@ from PIL import Image
 from safetensors.torch import save_file
 
 from fmnist import PACKAGE_DIR
-from fmnist.data.synthetic import SyntheticDataModule, generate_set, load_synthetic, save_synthetic
+from fmnist.data.synthetic import SyntheticDataModule, class_indices, generate_set, load_synthetic, save_synthetic
 from fmnist.gan.generate import generate
 from fmnist.gan.generator_file import load_generator_file
 from fmnist.gan.metrics import classification_accuracy_score, real_data_classifier, sample_quality
@@ -263,6 +263,15 @@ def test_quality_settings_are_checked_before_the_gan_trains(override, message, t
 
     with pytest.raises(UserError, match=message):
         check_config(compose_cfg("gan", [override], tmp_path))
+
+
+def test_gan_files_given_where_they_do_not_fit_say_what_fits(tmp_path):
+    from fmnist.utils.errors import UserError
+
+    with pytest.raises(UserError, match=r"gan.py resumes a GAN run from its checkpoints/last.ckpt; a generator"):
+        check_config(compose_cfg("gan", [f"ckpt_path={SHIPPED_GAN}"], tmp_path))
+    with pytest.raises(UserError, match=r"classes=\[\]: name at least one class"):
+        class_indices([])
 
 
 def test_a_learning_rate_adam_refuses_names_the_gan_config_key(tmp_path):

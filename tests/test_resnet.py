@@ -71,6 +71,10 @@ def test_bad_arguments_are_refused():
         ResNet(widths=(8, 16, 32, 64, 128, 256), image_size=28)
     with pytest.raises(ValueError, match="pool"):
         ResNet(widths=(8,), pool="median")
+    with pytest.raises(ValueError, match="widths must be at least 1 and depth at least 0"):
+        ResNet(widths=(0, 0, 0))
+    with pytest.raises(ValueError, match="widths must be at least 1 and depth at least 0"):
+        ResNet(widths=(8, 16), depth=-1)
 
 
 def test_fast_preset_runs_end_to_end_fast_dev_run(tiny_data, tmp_path):

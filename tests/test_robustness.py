@@ -85,6 +85,22 @@ def test_a_bad_corruption_name_exits_2_listing_the_choices(tmp_path):
     assert "Traceback" not in message
 
 
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("robustness.examples=-1", "robustness.examples=-1 must be at least 1"),
+        ("robustness.examples=abc", "robustness.examples=abc: expected a whole number"),
+        ("robustness.cache_dir=/proc/no_such_place", "robustness.cache_dir=/proc/no_such_place: cannot create it"),
+    ],
+)
+def test_robustness_settings_are_checked_before_any_scoring(tmp_path, override, message):
+    from fmnist.robustness import check_settings
+    from fmnist.utils.errors import UserError
+
+    with pytest.raises(UserError, match=message):
+        check_settings(compose_cfg("eval", ["ckpt_path=x.ckpt", "corruptions=all", override], tmp_path).robustness)
+
+
 def test_eval_scores_a_trained_run_on_the_corrupted_sets(tiny_data, tmp_path):
     """aug=robust trains (one epoch of the tiny data); eval.py corruptions=... writes the figures and metrics."""
     train(compose_cfg("train", [*tiny_overrides(tiny_data, tmp_path), "aug=robust", "trainer.max_epochs=1"],

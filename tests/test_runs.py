@@ -131,6 +131,15 @@ def test_csv_is_written_when_asked_with_every_column(runs, tmp_path):
     assert "trainer.max_epochs=1" in complete["overrides"] and complete["seed"] == "42"
 
 
+def test_a_csv_path_that_cannot_be_written_is_refused_before_listing(runs, tmp_path):
+    (tmp_path / "a_file").write_text("")
+    for path, problem in ((tmp_path, "it is a folder"), (tmp_path / "a_file" / "runs.csv", "is a file, not a folder")):
+        result = run_cli("scripts/runs.py", "--root", str(runs["root"]), "--csv", str(path),
+                         env={"PYTHONPATH": str(PROJECT_ROOT)})  # fmt: skip
+        assert result.returncode == 2 and problem in result.stderr and "Traceback" not in result.stderr, result.stderr
+        assert "complete run" not in result.stdout
+
+
 def test_wide_view_gives_the_details_whole(runs):
     output = leaderboard(runs["root"], "--wide").stdout
     (row,) = [line for line in output.splitlines() if label(runs["complete"]) in line]

@@ -123,6 +123,10 @@ class BatchAugment(nn.Module):
         for name, given, function in checks:
             if given:
                 check_arguments(f"aug.{name}", function, given)
+        for name, given in (("affine", affine), ("erasing", erasing), ("mix", mix), ("corrupt", corrupt)):
+            p = (given or {}).get("p")
+            if p is not None and not (isinstance(p, int | float) and not isinstance(p, bool) and 0 <= p <= 1):
+                raise UserError(f"aug.{name}.p={p}: a probability must be in [0, 1] (the share of images or batches).")
         self.affine, self.erasing = dict(affine or {}), dict(erasing or {})
         self.mix = self._make_mix(dict(mix)) if mix else None
         if corrupt:

@@ -62,12 +62,12 @@ def parse_idx(data: bytes, expected_magic: int, name: str) -> torch.Tensor:
 
 
 def load_idx_gz(path: Path, expected_magic: int, expected_md5: str | None) -> torch.Tensor:
-    """Read, verify and parse one `.gz` idx file.
+    """Read, verify and parse one idx file: `.gz`, or already decompressed (any other name).
 
     The MD5 is of the *decompressed* bytes: Debian repacks the `.gz` files, so only the raw contents match
     the published checksums for every source.
     """
-    data = read_gz(path)
+    data = read_gz(path) if path.suffix == ".gz" else path.read_bytes()
     if expected_md5 is not None and md5(data) != expected_md5:
         raise DataError(
             f"{path}: MD5 of the decompressed contents is {md5(data)}, expected {expected_md5}; "

@@ -47,8 +47,13 @@ HOW_TO_GET = (
 )
 
 
+def data_file(directory: Path, name: str) -> Path | None:
+    """`name` in `directory`, or its decompressed copy (`gunzip` leaves train-images-idx3-ubyte); None if neither."""
+    return next((p for p in (directory / name, directory / name.removesuffix(".gz")) if p.is_file()), None)
+
+
 def _missing(directory: Path) -> list[str]:
-    return [name for name, _ in FILES.values() if not (directory / name).is_file()]
+    return [name for name, _ in FILES.values() if data_file(directory, name) is None]
 
 
 def download_file(url: str, dest: Path, expected_md5: str | None, timeout: float = 30.0) -> None:
@@ -125,10 +130,11 @@ def load_arrays(directory: Path, checksums: dict[str, str] | None = None) -> dic
     arrays = {}
     for key, (name, magic) in FILES.items():
         try:
-            arrays[key] = load_idx_gz(directory / name, magic, checksums.get(name))
+            path = data_file(directory, name) or directory / name
+            arrays[key] = load_idx_gz(path, magic, checksums.get(name))
         except DataError as e:
             raise DataError(
-                f"{e}\nFix: delete {directory / name} and run again to download it, reinstall the package "
+                f"{e}\nFix: delete {path} and run again to download it, reinstall the package "
                 "(sudo apt-get install --reinstall dataset-fashion-mnist), or point data.data_dir to good files."
             ) from e
     for split in ("train", "test"):

@@ -77,6 +77,8 @@ def class_indices(classes: Sequence[int | str] | None) -> list[int]:
     """Class indices from indices or names (e.g. [0, "Trouser"]); None = all ten."""
     if classes is None:
         return list(range(len(CLASSES)))
+    if not classes:
+        raise UserError("classes=[]: name at least one class (indices 0..9 or names), or classes=null for all ten.")
     out = []
     for c in classes:
         if isinstance(c, str) and not c.isdigit():

@@ -41,7 +41,7 @@ from fmnist.models.tta import check_tta
 from fmnist.predict.preprocess import BACKGROUND_TOLERANCE
 from fmnist.task import hydra_task
 from fmnist.utils.errors import UserError
-from fmnist.utils.io import atomic_path
+from fmnist.utils.io import atomic_path, output_folder
 from fmnist.utils.runtime import setup_runtime
 
 log = logging.getLogger("fmnist")
@@ -205,6 +205,10 @@ def calibrate(cfg: DictConfig, model: Classifier, split: dict) -> dict:
 def export(cfg: DictConfig) -> dict:
     if cfg.format not in FORMATS:
         raise UserError(f"format={cfg.format}: choose from {', '.join(FORMATS)}.")
+    out = Path(cfg.out) if cfg.out else Path(cfg.paths.output_dir) / (Path(cfg.ckpt_path).stem + FORMATS[cfg.format])
+    if out.suffix != FORMATS[cfg.format]:  # else out=model.json would be overwritten by its own sidecar
+        raise UserError(f"out={out}: a {cfg.format} model file must end in {FORMATS[cfg.format]}.")
+    output_folder(out)  # before the work: an unwritable out= must not cost the calibration
     setup_runtime(cfg)
     # safetensors keeps the model as trained (channels_last included); the traced formats use the plain layout
     model, trained_with = load_trained(cfg.ckpt_path)
@@ -212,10 +216,6 @@ def export(cfg: DictConfig) -> dict:
     # the data settings it was trained with: kept, so ensembles and distillation can check its split and data set
     split = {k: trained_with[k] for k in RECORDED_KEYS if k in trained_with}
     calibrated_on = calibrate(cfg, model, split) if cfg.get("calibrate") else None
-    out = Path(cfg.out) if cfg.out else Path(cfg.paths.output_dir) / (Path(cfg.ckpt_path).stem + FORMATS[cfg.format])
-    if out.suffix != FORMATS[cfg.format]:  # else out=model.json would be overwritten by its own sidecar
-        raise UserError(f"out={out}: a {cfg.format} model file must end in {FORMATS[cfg.format]}.")
-    out.parent.mkdir(parents=True, exist_ok=True)
     diff = None
     if cfg.format == "onnx":
         diff = export_onnx(model, out)

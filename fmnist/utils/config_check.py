@@ -13,10 +13,8 @@ import inspect
 import os
 import re
 import sys
-import types
 import typing
-from enum import Enum
-from typing import Any, Literal, Union
+from typing import Any
 
 from hydra.errors import CompactHydraException, InstantiationException, MissingConfigException, OverrideParseException
 from hydra.utils import get_object
@@ -25,6 +23,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from fmnist.utils.errors import ConfigError, UserError, exit_for_user_error, find_user_error
+from fmnist.utils.type_hints import accepts, describe
 
 # top-level keys of the entry configs (conf/*.yaml) that are read directly, not through a `_target_`
 TOP_LEVEL = {"seed": int | None, "threads": int | None, "test": bool, "top_k": int, "batch_size": int,
@@ -32,10 +31,6 @@ TOP_LEVEL = {"seed": int | None, "threads": int | None, "test": bool, "top_k": i
              "calibrate_members": bool, "calibrate": bool}  # fmt: skip
 AT_LEAST_ONE = ("threads", "top_k", "batch_size", "n_per_class")
 CONFIG_CAUSED = (TypeError, ValueError, MisconfigurationException)  # what a target raises for a value it refuses
-SCALARS = {bool: bool, int: int, float: int | float, str: str | int}  # what the config may give for each hint
-WORDS = {int: "a whole number", float: "a number", bool: "true or false", str: "a string", type(None): "null",
-         dict: "a mapping", abc.Mapping: "a mapping", list: "a list", tuple: "a list", abc.Sequence: "a list",
-         abc.Iterable: "a list"}  # fmt: skip
 FULL_ERROR = "HYDRA_FULL_ERROR"  # Hydra's switch: "1" re-raises errors instead of printing them and exiting 1
 REQUIRED_EXAMPLES = {  # what to give for a value the entry config leaves required (???)
     "ckpt_path": "ckpt_path=<a run's checkpoints/*.ckpt or a .safetensors model file; models/ holds the shipped ones>",
@@ -43,44 +38,6 @@ REQUIRED_EXAMPLES = {  # what to give for a value the entry config leaves requir
     "runs": "the finished runs, e.g. 'runs=[<run>,<run>]' or 'runs=outputs/train/runs/*'",
     "teacher.runs": "the teachers' runs or model files, e.g. 'teacher.runs=[<run>,<run>]'",
 }
-
-
-# --- what a type hint accepts --------------------------------------------------------------------------------
-def describe(hint: Any) -> str:
-    """A type hint in words: `int | None` -> 'a whole number or null'."""
-    if typing.get_origin(hint) in (Union, types.UnionType):
-        words = [describe(a) for a in typing.get_args(hint)]
-        return " or ".join(dict.fromkeys([w for w in words if w[0].islower()] or words))  # not 'a number or Tensor'
-    return WORDS.get(typing.get_origin(hint) or hint, getattr(hint, "__name__", str(hint)))
-
-
-def accepts(hint: Any, value: Any) -> bool:
-    """Whether `value` (from the config) can be passed where `hint` is expected. Lenient where a config cannot be
-    judged (nested `_target_` nodes, classes built from mappings, Literal values the code resolves first)."""
-    if isinstance(value, DictConfig) and "_target_" in value:
-        return True  # instantiated into an object before the call
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (Union, types.UnionType):
-        return any(accepts(a, value) for a in args)
-    if hint is Any or isinstance(hint, typing.TypeVar) or origin is Literal or (origin or hint) is abc.Callable:
-        return True  # Literal: e.g. precision=auto is resolved before the Trainer sees it, which then checks it
-    if hint is type(None) or value is None:
-        return hint is type(None) and value is None
-    if hint in SCALARS:  # true is no number; an int is a float; `name=2024` is a string
-        return isinstance(value, SCALARS[hint]) and (hint is bool or not isinstance(value, bool))
-    container = origin or hint
-    if not isinstance(container, type):
-        return True  # a typing construct this check does not know: the target judges
-    if issubclass(container, abc.Mapping):
-        return isinstance(value, DictConfig | dict)
-    if issubclass(container, abc.Iterable) and not issubclass(container, str):
-        if not isinstance(value, ListConfig | list | tuple):
-            return isinstance(value, DictConfig) and container is abc.Iterable
-        element = Union[tuple(a for a in args if a is not Ellipsis)] if args else Any  # noqa: UP007
-        return all(accepts(element, v) for v in value)
-    if isinstance(value, (container, DictConfig, ListConfig)):
-        return True
-    return isinstance(value, str) and issubclass(container, os.PathLike | Enum)  # a path or an enum member's name
 
 
 # --- the checks ------------------------------------------------------------------------------------------------
@@ -262,9 +219,17 @@ def composition_error(error: Exception, overrides: list[str] | None = None) -> U
         typed, rest, value = _given(cause.full_key, overrides)
         guess = closest(key, candidates)
         plus = "" if isinstance(parent, DictConfig) and guess in parent else "+"
-        hint = f"did you mean {plus}{prefix}{guess}{rest}={value}?" if guess else f"to add a new key, use +{typed}"
+        exact, near = keys_named(key, parent)  # lr=0.1 for model.optimizer.lr, epochs=3 for trainer.max_epochs
+        if exact or (not guess and near):
+            hint = f"did you mean {' or '.join(f'{prefix}{k}{rest}={value}' for k in (exact or near)[:3])}?"
+        elif guess:
+            hint = f"did you mean {plus}{prefix}{guess}{rest}={value}?"
+        else:
+            hint = f"`python {os.path.basename(sys.argv[0])} --cfg job` lists the keys"
         return ConfigError(f"{typed}: no such key; {hint}")
     message = " ".join(str(error).split())
+    if isinstance(error, OverrideParseException) and "=" not in error.override:  # `predict.py photo.png`
+        return ConfigError(f"{error.override}: arguments are key=value; {value_example(error.override)}")
     if isinstance(error, OverrideParseException):
         message = f"{error.override}: {message}"
     if isinstance(error, MissingConfigException):
@@ -272,6 +237,31 @@ def composition_error(error: Exception, overrides: list[str] | None = None) -> U
     if isinstance(cause, OmegaConfBaseException):
         message += f": {cause.msg}"
     return ConfigError(message)
+
+
+def keys_named(key: str, node: Any, path: str = "", found: list[str] | None = None) -> Any:
+    """The dotted paths deeper below `node` whose last name is `key`, and those whose last name is close to it."""
+    found = [] if found is None else found
+    if isinstance(node, DictConfig):
+        for name in map(str, node):
+            if not (path == "" and name == "hydra"):
+                found.append(f"{path}{name}")
+                keys_named(key, _value(node, name)[1], f"{path}{name}.", found)
+    if path:
+        return found
+    exact = [p for p in found if p.rpartition(".")[2] == key and "." in p]
+    near = [p for p in found if "." in p and closest(key, [p.rpartition(".")[2]])]
+    return exact, near
+
+
+def value_example(argument: str) -> str:
+    """How to pass a bare argument as a value: an image for `images=`, a model file for `ckpt_path=`."""
+    suffix = os.path.splitext(argument)[1].lower()
+    if suffix in (".ckpt", ".safetensors"):
+        return f"give it as ckpt_path={argument}."
+    if suffix in (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".npy") or os.path.isdir(argument):
+        return f"give it as images={argument} (predict.py)."
+    return f"`python {os.path.basename(sys.argv[0])} --help` lists the keys."
 
 
 def report_composition_errors(main: abc.Callable[[], Any]) -> abc.Callable[[], Any]:

@@ -20,11 +20,24 @@ import torch
 from fmnist.utils.errors import CheckpointError, UserError
 
 
+def output_folder(path: Path) -> None:
+    """Create the folder that output file `path` goes in; UserError (not a traceback) when it cannot be, or when
+    `path` itself is a folder. Called before the work whose result it will hold."""
+    if path.is_dir():
+        raise UserError(f"Cannot write {path}: it is a folder. Give a file name, e.g. {path / ('out' + path.suffix)}.")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError) as e:
+        raise UserError(f"Cannot write {path}: {e.filename} is a file, not a folder. Choose another path.") from None
+    except OSError as e:  # read-only, no permission, a pseudo file system
+        raise UserError(f"Cannot write {path}: {e.strerror or e}. Choose a folder you can write to.") from None
+
+
 @contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; on success it replaces `path`, so no reader sees half a file."""
-    if not path.parent.is_dir():
-        raise UserError(f"Cannot write {path}: folder {path.parent} does not exist.")
+    """Yield a temporary path beside `path` (its folder created); on success it replaces `path`, so no reader sees
+    half a file."""
+    output_folder(path)
     try:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     except OSError as e:  # a read-only or full folder
@@ -41,6 +54,10 @@ def atomic_path(path: Path) -> Iterator[Path]:
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """The checkpoint dict, loaded on the CPU without executing pickled code; CheckpointError otherwise."""
     path = Path(path)
+    if path.is_dir():
+        found = sorted(path.glob("checkpoints/*.ckpt")) or sorted(path.glob("*.ckpt"))
+        files = ", ".join(str(f) for f in found[:3]) or "none found there"
+        raise CheckpointError(f"Checkpoint {path} is a folder: pass a checkpoint file in it ({files}).")
     if not path.is_file():
         raise CheckpointError(
             f"Checkpoint {path} does not exist. Pass an existing file: a run's checkpoints/best.ckpt to score or "
@@ -71,6 +88,8 @@ def read_safetensors(path: str | Path, what: str) -> tuple[dict[str, torch.Tenso
     from safetensors.torch import load_file
 
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{what} {path} is a folder: pass a .safetensors file.")
     if not path.is_file():
         raise CheckpointError(f"{what} {path} does not exist.")
     try:
@@ -144,8 +163,8 @@ def read_gan_checkpoint(path: str | Path) -> dict[str, Any]:
     if (kind := checkpoint_kind(checkpoint)) != "gan":
         raise CheckpointError(
             f"{path} is {'a classifier' if kind == 'classifier' else 'not a GAN'} checkpoint; a generator "
-            "checkpoint from `python gan.py` is needed (outputs/gan/runs/<run>/checkpoints/last.ckpt), or a "
-            "synthetic set (.safetensors)."
+            "checkpoint from `python gan.py` is needed (outputs/gan/runs/<run>/checkpoints/last.ckpt; "
+            "scripts/generate.py and aug.source also take a generator .safetensors file)."
         )
     return checkpoint
 

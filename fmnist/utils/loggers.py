@@ -1,5 +1,5 @@
-"""Loggers: W&B online when the user is logged in, offline otherwise, its config the composed Hydra config; every
-job ends its W&B run."""
+"""Loggers: a metrics.csv that survives interruptions; W&B online when the user is logged in, offline otherwise,
+its config the composed Hydra config; every job ends its W&B run."""
 
 from __future__ import annotations
 
@@ -8,74 +8,99 @@ import io
 import logging
 import netrc
 import os
+from argparse import Namespace
 from pathlib import Path
 from typing import Any
 
-from lightning.pytorch.loggers import CSVLogger as LightningCSVLogger
+import torch
+from lightning.pytorch.core.saving import save_hparams_to_yaml
 from lightning.pytorch.loggers import Logger
 from lightning.pytorch.loggers import WandbLogger as LightningWandbLogger
-from lightning.pytorch.loggers.csv_logs import ExperimentWriter
-from lightning.pytorch.loggers.logger import rank_zero_experiment
+from lightning.pytorch.utilities import rank_zero_only
 
 from fmnist.utils.io import atomic_path
 
 log = logging.getLogger(__name__)
 
 
-class _ContinuingWriter(ExperimentWriter):
-    """Lightning's writer appends to metrics.csv and rewrites it in place when a new column appears; a Ctrl-C
-    during that save can leave rows wider than the header, and the resumed run then dies reading them. This one
-    keeps an existing file (a resumed run continues it), appends rows while the columns stay the same and writes
-    the whole file atomically when a column is added. Local files only (run directories are)."""
+class CSVLogger(Logger):
+    """metrics.csv and hparams.yaml in `save_dir/name/version` (the run directory itself with the configured ""), as
+    Lightning's CSVLogger writes them, except that a resumed run (same directory) continues its metrics.csv: Lightning's
+    deletes the epochs logged before the interruption, and a Ctrl-C while it rewrites the file for a new column can
+    leave rows wider than the header, which the resumed run then dies reading. This one appends rows while the columns
+    stay the same and writes the whole file atomically when a column is added. Local files only (run directories
+    are). Built on Lightning's public Logger interface."""
 
-    def _check_log_dir_exists(self) -> None:  # the writer's protected start-up hook: Lightning has no public one
-        self._rows: list[dict] = []
-        if not os.path.isfile(self.metrics_file_path):
-            return
-        with open(self.metrics_file_path, newline="") as f:
-            reader = csv.DictReader(f)
-            rows = list(reader)
-            self.metrics_keys = list(reader.fieldnames or [])
-        # a row of the wrong width (None key: too many fields; None value: too few) is misaligned: drop it
-        self._rows = [r for r in rows if None not in r and None not in r.values()]
-        if len(self._rows) < len(rows):
-            log.warning(
-                "%s: dropped %d malformed row(s) left by an interrupted run",
-                self.metrics_file_path,
-                len(rows) - len(self._rows),
-            )
-
-    def save(self) -> None:
-        if not self.metrics:
-            return
-        keys = sorted(set(self.metrics_keys).union(*self.metrics))
-        if keys == self.metrics_keys and os.path.isfile(self.metrics_file_path):
-            # the same columns: append, in one write (Lightning saves after every logging step)
-            text = io.StringIO()
-            csv.DictWriter(text, fieldnames=keys).writerows(self.metrics)
-            with open(self.metrics_file_path, "a", newline="") as f:
-                f.write(text.getvalue())
-        else:  # a new column: the whole file again, with the new header, replacing the old one at once
-            with atomic_path(Path(self.metrics_file_path)) as tmp, tmp.open("w", newline="") as f:
-                writer = csv.DictWriter(f, fieldnames=keys)
-                writer.writeheader()
-                writer.writerows(self._rows + self.metrics)
-        # only after the file is written: an interrupted save leaves the state to retry from
-        self._rows.extend(self.metrics)
-        self.metrics_keys, self.metrics = keys, []
-
-
-class CSVLogger(LightningCSVLogger):
-    """Lightning's CSVLogger, except that a resumed run (same run directory) continues its metrics.csv instead of
-    deleting the epochs logged before the interruption."""
+    def __init__(self, save_dir: str, name: str = "", version: str = "") -> None:
+        super().__init__()
+        self._save_dir, self._name, self._version = str(save_dir), name, version
+        self.metrics_file = Path(self.log_dir) / "metrics.csv"
+        self.hparams: dict[str, Any] = {}
+        self.columns: list[str] = []
+        self.written: list[dict] = []  # the rows in the file: rewritten with them when a column is added
+        self.pending: list[dict] = []  # rows logged since the last save
+        if self.metrics_file.is_file():
+            with self.metrics_file.open(newline="") as f:
+                reader = csv.DictReader(f)
+                rows = list(reader)
+                self.columns = list(reader.fieldnames or [])
+            # a row of the wrong width (None key: too many fields; None value: too few) is misaligned: drop it
+            self.written = [r for r in rows if None not in r and None not in r.values()]
+            if len(self.written) < len(rows):
+                dropped = len(rows) - len(self.written)
+                log.warning("%s: dropped %d malformed row(s) left by an interrupted run", self.metrics_file, dropped)
 
     @property
-    @rank_zero_experiment
-    def experiment(self) -> ExperimentWriter:
-        if self._experiment is None:
-            self._fs.makedirs(self.root_dir, exist_ok=True)
-            self._experiment = _ContinuingWriter(log_dir=self.log_dir)
-        return self._experiment
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def version(self) -> str:
+        return self._version
+
+    @property
+    def save_dir(self) -> str:
+        return self._save_dir
+
+    @property
+    def log_dir(self) -> str:
+        return os.path.join(self._save_dir, self._name, self._version)
+
+    @rank_zero_only
+    def log_hyperparams(self, params: dict[str, Any] | Namespace, *args: Any, **kwargs: Any) -> None:
+        self.hparams.update(vars(params) if isinstance(params, Namespace) else dict(params or {}))
+        Path(self.log_dir).mkdir(parents=True, exist_ok=True)
+        save_hparams_to_yaml(os.path.join(self.log_dir, "hparams.yaml"), self.hparams)
+
+    @rank_zero_only
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        row = {k: v.item() if isinstance(v, torch.Tensor) else v for k, v in metrics.items()}
+        self.pending.append(row | {"step": len(self.written) + len(self.pending) if step is None else step})
+
+    @rank_zero_only
+    def save(self) -> None:
+        """Called by Lightning after every logging step."""
+        if not self.pending:
+            return
+        columns = sorted(set(self.columns).union(*self.pending))
+        if columns == self.columns and self.metrics_file.is_file():
+            text = io.StringIO()  # the same columns: append, in one write
+            csv.DictWriter(text, fieldnames=columns).writerows(self.pending)
+            with self.metrics_file.open("a", newline="") as f:
+                f.write(text.getvalue())
+        else:  # a new column: the whole file again, with the new header, replacing the old one at once
+            self.metrics_file.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_path(self.metrics_file) as tmp, tmp.open("w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=columns)
+                writer.writeheader()
+                writer.writerows(self.written + self.pending)
+        # only after the file is written: an interrupted save leaves the state to retry from
+        self.written.extend(self.pending)
+        self.columns, self.pending = columns, []
+
+    @rank_zero_only
+    def finalize(self, status: str) -> None:
+        self.save()
 
 
 def wandb_logged_in() -> bool:

@@ -69,6 +69,8 @@ class ResNet(nn.Module):
         depths = [int(depth)] * len(widths) if isinstance(depth, int) else [int(d) for d in depth]
         if not widths or len(depths) != len(widths):
             raise ValueError(f"ResNet needs one depth per stage: widths={widths}, depth={depth}")
+        if min(widths) < 1 or min(depths) < 0:
+            raise ValueError(f"widths must be at least 1 and depth at least 0: widths={widths}, depth={depth}")
         if image_size < 2 ** len(widths):
             # every stage halves the map; below one pixel there is nothing left to pool
             raise ValueError(f"image_size={image_size} is too small for {len(widths)} stages")
