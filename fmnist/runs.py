@@ -173,6 +173,8 @@ def main() -> None:
     console.print(f"{len(rows)} {what}{'s' * (len(rows) != 1)} under {shown_path(root)}, by {SORT_NAMES[args.sort]}")
     if rows:
         console.print(build_table(rows[: args.top], args.all, args.wide))
+    elif args.task and args.task not in (tasks := sorted({r["task"] for r in collect_runs(root, every=True)})):
+        console.print(f"No {args.task!r} runs; the tasks under {shown_path(root)}: {', '.join(tasks) or 'none'}")
     if not args.all:
         console.print("--all: every run with its status · --wide: every column", style="dim")
     if args.csv:

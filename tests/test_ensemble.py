@@ -261,3 +261,13 @@ def test_a_device_this_machine_lacks_is_refused_before_loading(device, tiny_data
     overrides = [*ensemble_overrides(tiny_data, tmp_path), "runs=[/nonexistent/run]", f"device={device}"]
     with pytest.raises(UserError, match=f"device={device}: "):  # not the missing run: the device is checked first
         ensemble_run.ensemble(compose_cfg("ensemble", overrides, tmp_path / "e"))
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [("greedy.metric=foo", "greedy.metric='foo': choose nll or acc"), ("greedy.rounds=0", "greedy.rounds=0 must be")],
+)
+def test_greedy_settings_are_checked_before_loading(override, message, tiny_data, tmp_path):
+    overrides = [*ensemble_overrides(tiny_data, tmp_path), "runs=[/nonexistent/run]", override]
+    with pytest.raises(UserError, match=message):  # not the missing run: checked before any member is read
+        ensemble_run.ensemble(compose_cfg("ensemble", overrides, tmp_path / "e"))

@@ -140,6 +140,11 @@ def test_a_csv_path_that_cannot_be_written_is_refused_before_listing(runs, tmp_p
         assert "complete run" not in result.stdout
 
 
+def test_an_unknown_task_lists_the_tasks_there_are(runs):
+    output = leaderboard(runs["root"], "--task", "trian").stdout
+    assert "No 'trian' runs; the tasks under" in output and "train" in output.split("the tasks under")[1], output
+
+
 def test_wide_view_gives_the_details_whole(runs):
     output = leaderboard(runs["root"], "--wide").stdout
     (row,) = [line for line in output.splitlines() if label(runs["complete"]) in line]

@@ -73,6 +73,9 @@ def ensemble(cfg: DictConfig) -> dict:
     if cfg.tta != "auto":
         check_tta(cfg.tta)
     check_methods(as_list(cfg.methods, "methods"))
+    if cfg.greedy.metric not in ("nll", "acc"):  # before any member is scored
+        raise UserError(f"greedy.metric={cfg.greedy.metric!r}: choose nll or acc.")
+    config_int(cfg.greedy, "rounds", minimum=1, where="greedy.")
     device = resolve_device(cfg.device)
     paths = expand_runs(OmegaConf.to_object(cfg.runs) if OmegaConf.is_list(cfg.runs) else cfg.runs, cfg.checkpoint)
     checksums = OmegaConf.to_object(cfg.data.checksums) if cfg.data.get("checksums") is not None else None

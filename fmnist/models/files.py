@@ -46,7 +46,11 @@ def build(hparams: dict[str, Any], state_dict: dict[str, torch.Tensor], path: Pa
         model = Classifier(**hparams)
         model.load_state_dict(state_dict, strict=True)
     except (TypeError, ValueError, RuntimeError, KeyError, InstantiationException) as e:
-        raise CheckpointError(f"{path} does not rebuild a Classifier ({str(e).splitlines()[0]}).") from e
+        detail = " ".join(line.strip() for line in str(e).splitlines()[:2])  # load_state_dict's first mismatch
+        raise CheckpointError(
+            f"{path} does not rebuild a Classifier ({detail[:300]}): its weights do not fit the model its own "
+            "hyperparameters describe, so it was changed or written elsewhere. Use the file its run wrote."
+        ) from e
     return model.eval()
 
 

@@ -97,7 +97,7 @@ def export_onnx(model: Classifier, path: Path) -> float:
     batch = torch.export.Dim("batch", min=1, max=65536)
     with atomic_path(path) as tmp, torch.no_grad():
         torch.onnx.export(
-            Logits(model), (example,), str(tmp), input_names=["images"], output_names=["logits"],
+            Logits(model).eval(), (example,), str(tmp), input_names=["images"], output_names=["logits"],
             dynamo=True, external_data=False, dynamic_shapes={"images": {0: batch}},
         )  # fmt: skip
         session = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
@@ -107,7 +107,7 @@ def export_onnx(model: Classifier, path: Path) -> float:
 def export_torchscript(model: Classifier, path: Path) -> float:
     with atomic_path(path) as tmp, torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # torch.jit's deprecation notice; it still works
-        traced = torch.jit.trace(Logits(model), torch.rand(2, 1, 28, 28))
+        traced = torch.jit.trace(Logits(model).eval(), torch.rand(2, 1, 28, 28))
         traced.save(str(tmp))
         loaded = torch.jit.load(str(tmp), map_location="cpu")
         return parity(model, loaded)

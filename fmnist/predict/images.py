@@ -72,6 +72,8 @@ def expand(specs: str | Iterable[str]) -> list[tuple[Path, bool]]:
         specs = [specs]
     found: dict[Path, bool] = {}
     for spec in map(str, specs):
+        if not spec.strip():  # Path("") is the current folder: never what images='' meant
+            raise DataError("images= is empty. Pass an image file, a folder or a glob, e.g. images='shots/*.jpg'.")
         path = Path(spec).expanduser()
         if path.is_dir():
             files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))

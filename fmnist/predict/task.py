@@ -69,6 +69,8 @@ def gather(cfg: DictConfig) -> tuple[list[Item], list[tuple[Path, str]]]:
                 raise error from None
             skipped.append((path, str(error)))
             log.warning(f"skipped: {error}")
+    if not items and not skipped:
+        raise DataError(f"images={specs}: names no file. Give a file, a folder or a glob, e.g. images='shots/*.jpg'.")
     if not items:
         reasons = "; ".join(reason for _, reason in skipped)
         raise DataError(f"No input could be read: {reasons}")

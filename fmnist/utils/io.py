@@ -8,6 +8,7 @@ import glob
 import json
 import os
 import pickle
+import re
 import tempfile
 import zipfile
 from collections.abc import Iterator
@@ -68,10 +69,11 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))  # torch's words for the refused object
+        what = f"it names {found[1]}" if found else "it holds objects"
         raise CheckpointError(
-            f"Checkpoint {path} was refused: it holds objects that only a full unpickling could rebuild, which "
-            f"could run code ({str(e).splitlines()[0]}). Only load checkpoints written by fmnist, or re-save "
-            "the state_dict from a trusted source."
+            f"Checkpoint {path} was refused: {what}, which only a full unpickling could rebuild, and that could "
+            "run code. Only load checkpoints written by fmnist, or re-save the state_dict from a trusted source."
         ) from e
     except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as e:
         raise CheckpointError(f"Checkpoint {path} is unreadable ({e}); it is truncated or not a checkpoint.") from e
