@@ -58,7 +58,6 @@ def _missing(directory: Path) -> list[str]:
 
 def download_file(url: str, dest: Path, expected_md5: str | None, timeout: float = 30.0) -> None:
     """Fetch `url` to `dest` atomically: a temporary file in the same directory, checked, then renamed."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(dest) as tmp:  # a failed or interrupted download leaves nothing under dest's name
         with open(tmp, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
             total = int(response.headers.get("Content-Length") or 0) or None

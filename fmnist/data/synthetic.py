@@ -32,7 +32,6 @@ FORMAT = "fmnist-synthetic-v1"
 def save_synthetic(path: str | Path, images: torch.Tensor, labels: torch.Tensor, **metadata: object) -> Path:
     """Write a synthetic set atomically (a reader, or a crash, never sees half a file)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     labels = labels.to(torch.float32 if labels.is_floating_point() else torch.int64)  # soft labels stay soft
     tensors = {"images": images.to(torch.uint8).contiguous(), "labels": labels.contiguous()}
     meta = {"format": FORMAT, **{k: v if isinstance(v, str) else json.dumps(v) for k, v in metadata.items()}}

@@ -65,7 +65,6 @@ def save_generator_file(
         SPLIT_KEY: json.dumps(split, sort_keys=True),
         QUALITY_KEY: json.dumps(quality or {}, sort_keys=True),
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
         save_file(state, str(tmp), metadata=metadata)
     return path
