@@ -239,19 +239,18 @@ def composition_error(error: Exception, overrides: list[str] | None = None) -> U
     return ConfigError(message)
 
 
-def keys_named(key: str, node: Any, path: str = "", found: list[str] | None = None) -> Any:
+def dotted_keys(node: Any, path: str = "") -> list[str]:
+    """Every key below `node` as a dotted path (Hydra's own `hydra:` node skipped)."""
+    if not isinstance(node, DictConfig):
+        return []
+    names = [str(k) for k in node if not (path == "" and k == "hydra")]
+    return [f"{path}{n}" for n in names] + [k for n in names for k in dotted_keys(_value(node, n)[1], f"{path}{n}.")]
+
+
+def keys_named(key: str, node: Any) -> tuple[list[str], list[str]]:
     """The dotted paths deeper below `node` whose last name is `key`, and those whose last name is close to it."""
-    found = [] if found is None else found
-    if isinstance(node, DictConfig):
-        for name in map(str, node):
-            if not (path == "" and name == "hydra"):
-                found.append(f"{path}{name}")
-                keys_named(key, _value(node, name)[1], f"{path}{name}.", found)
-    if path:
-        return found
-    exact = [p for p in found if p.rpartition(".")[2] == key and "." in p]
-    near = [p for p in found if "." in p and closest(key, [p.rpartition(".")[2]])]
-    return exact, near
+    deeper = [(k, k.rpartition(".")[2]) for k in dotted_keys(node) if "." in k]
+    return [k for k, name in deeper if name == key], [k for k, name in deeper if closest(key, [name])]
 
 
 def value_example(argument: str) -> str:
