@@ -29,7 +29,7 @@ from rich.text import Text
 
 from fmnist import PROJECT_ROOT
 from fmnist.utils.errors import UserError
-from fmnist.utils.io import atomic_path, output_folder
+from fmnist.utils.io import atomic_path, check_output_path
 from fmnist.utils.run_info import describe_run, files_held_open
 
 CSV_COLUMNS = (
@@ -162,7 +162,7 @@ def main() -> None:
         parser.exit(2, f"error: --top {args.top}: give a number of rows, at least 1\n")
     if args.csv:
         try:
-            output_folder(args.csv)  # before listing: --csv into a folder or a read-only place
+            check_output_path(args.csv)  # before listing: --csv into a folder or a read-only place
         except UserError as error:
             parser.exit(2, f"error: --csv: {error}\n")
     root = args.root.resolve()

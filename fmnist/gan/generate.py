@@ -23,7 +23,7 @@ from fmnist.models.gan import plot_sample_grid
 from fmnist.task import hydra_task, task_run
 from fmnist.utils.containers import as_list
 from fmnist.utils.errors import UserError, config_int
-from fmnist.utils.io import output_folder
+from fmnist.utils.io import check_output_path
 
 log = logging.getLogger("fmnist")
 
@@ -34,7 +34,7 @@ def generate(cfg: DictConfig) -> Path:
     out = Path(cfg.out) if cfg.out else Path(cfg.paths.output_dir) / f"synthetic_{n}pc_seed{seed}.safetensors"
     if out.suffix != ".safetensors":
         raise UserError(f"out={out}: the file name must end with .safetensors.")
-    output_folder(out)
+    check_output_path(out)
     ckpt = Path(cfg.ckpt_path)
     gan = load_any_generator(ckpt)  # a generator file or a GAN checkpoint; CheckpointError otherwise
     k = min(config_int(cfg, "grid_per_class", minimum=1), n)

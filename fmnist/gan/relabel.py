@@ -31,7 +31,7 @@ from fmnist.ensemble.members import load_members, predict
 from fmnist.models.tta import check_tta
 from fmnist.task import hydra_task, task_run
 from fmnist.utils.errors import UserError, config_int
-from fmnist.utils.io import expand_runs, output_folder
+from fmnist.utils.io import check_output_path, expand_runs
 
 log = logging.getLogger("fmnist")
 
@@ -59,7 +59,7 @@ def relabel(cfg: DictConfig) -> Path:
     out = Path(cfg.out) if cfg.out else Path(cfg.paths.output_dir) / f"{stem}_{cfg.mode}.safetensors"
     if out.suffix != ".safetensors":
         raise UserError(f"out={out}: the file name must end with .safetensors.")
-    output_folder(out)
+    check_output_path(out)
     members = load_members(paths, data_checksums=None)  # weights_only; refuses members of different val splits
     if len({m.data.get("train_fraction") for m in members}) > 1:
         raise UserError("The teachers were trained on different data.train_fraction; use teachers of one split.")

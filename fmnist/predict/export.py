@@ -41,7 +41,7 @@ from fmnist.models.tta import check_tta
 from fmnist.predict.preprocess import BACKGROUND_TOLERANCE
 from fmnist.task import hydra_task
 from fmnist.utils.errors import UserError
-from fmnist.utils.io import atomic_path, output_folder
+from fmnist.utils.io import atomic_path, check_output_path
 from fmnist.utils.runtime import setup_runtime
 
 log = logging.getLogger("fmnist")
@@ -208,7 +208,7 @@ def export(cfg: DictConfig) -> dict:
     out = Path(cfg.out) if cfg.out else Path(cfg.paths.output_dir) / (Path(cfg.ckpt_path).stem + FORMATS[cfg.format])
     if out.suffix != FORMATS[cfg.format]:  # else out=model.json would be overwritten by its own sidecar
         raise UserError(f"out={out}: a {cfg.format} model file must end in {FORMATS[cfg.format]}.")
-    output_folder(out)  # before the work: an unwritable out= must not cost the calibration
+    check_output_path(out)  # before the work: an unwritable out= must not cost the calibration
     setup_runtime(cfg)
     # safetensors keeps the model as trained (channels_last included); the traced formats use the plain layout
     model, trained_with = load_trained(cfg.ckpt_path)

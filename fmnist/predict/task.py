@@ -31,7 +31,7 @@ from fmnist.predict.output import FORMATS, save_grid, write_predictions
 from fmnist.predict.preprocess import MODES
 from fmnist.task import hydra_task
 from fmnist.utils.errors import DataError, UserError, config_int
-from fmnist.utils.io import output_folder
+from fmnist.utils.io import check_output_path
 from fmnist.utils.runtime import setup_runtime
 
 log = logging.getLogger("fmnist")
@@ -45,7 +45,7 @@ def check_config(cfg: DictConfig) -> None:
     if cfg.out and Path(cfg.out).suffix not in (".csv", ".json"):
         raise UserError(f"out={cfg.out}: name a .csv or .json file.")
     if cfg.out:
-        output_folder(Path(cfg.out))  # before predicting
+        check_output_path(Path(cfg.out))  # before predicting
     if cfg.format not in FORMATS:
         raise UserError(f"format={cfg.format}: choose wide (one row per image) or long (one row per class and image).")
     if cfg.tta != "auto":

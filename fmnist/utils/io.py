@@ -21,24 +21,28 @@ import torch
 from fmnist.utils.errors import CheckpointError, UserError
 
 
-def output_folder(path: Path) -> None:
-    """Create the folder that output file `path` goes in; UserError (not a traceback) when it cannot be, or when
-    `path` itself is a folder. Called before the work whose result it will hold."""
+def check_output_path(path: Path) -> None:
+    """UserError (not a traceback) when output file `path` cannot be written: it is a folder, a file stands where a
+    folder must be, or the folder that would hold it is read-only. Creates nothing: callers check before the work
+    (and before their run directory exists), atomic_path makes the folders when it writes."""
     if path.is_dir():
         raise UserError(f"Cannot write {path}: it is a folder. Give a file name, e.g. {path / ('out' + path.suffix)}.")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except (FileExistsError, NotADirectoryError) as e:
-        raise UserError(f"Cannot write {path}: {e.filename} is a file, not a folder. Choose another path.") from None
-    except OSError as e:  # read-only, no permission, a pseudo file system
-        raise UserError(f"Cannot write {path}: {e.strerror or e}. Choose a folder you can write to.") from None
+    existing = next(p for p in path.absolute().parents if p.exists())
+    if not existing.is_dir():
+        raise UserError(f"Cannot write {path}: {existing} is a file, not a folder. Choose another path.")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"Cannot write {path}: {existing} is not writable. Choose a folder you can write to.")
 
 
 @contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
     """Yield a temporary path beside `path` (its folder created); on success it replaces `path`, so no reader sees
     half a file."""
-    output_folder(path)
+    check_output_path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # a pseudo file system, a full disk
+        raise UserError(f"Cannot write {path}: {e.strerror or e}. Choose a folder you can write to.") from None
     try:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     except OSError as e:  # a read-only or full folder
