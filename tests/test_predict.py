@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import json
 import logging
+import re
 import struct
 import zlib
 from pathlib import Path
@@ -273,18 +274,22 @@ def test_empty_images_and_a_changed_or_unsafe_checkpoint_say_what_to_do(tmp_path
     checkpoint["hyper_parameters"]["backbone"]["hidden"] = 64  # weights of the 128-unit layer no longer fit
     torch.save(checkpoint, tmp_path / "changed.ckpt")
     torch.save({"state_dict": {}, "x": argparse.Namespace(a=1)}, tmp_path / "pickled.ckpt")
+    data = bytearray(random_ckpt.read_bytes())
+    data[len(data) // 2 : len(data) // 2 + 400] = bytes(b ^ 0xFF for b in data[len(data) // 2 : len(data) // 2 + 400])
+    (tmp_path / "damaged.ckpt").write_bytes(data)  # the weights' bytes flipped, the archive's structure intact
     image = f"images={tmp_path / 'x.png'}"
     cases = {  # what was given -> what the one message must say
-        ("images=[]", f"ckpt_path={random_ckpt}"): "images=[]: names no file. Give a file, a folder or a glob",
+        ("images=[]", f"ckpt_path={random_ckpt}"): r"images=\[\]: names no file. Give a file, a folder or a glob",
         ("images=''", f"ckpt_path={random_ckpt}"): "images= is empty. Pass an image file, a folder or a glob",
         (image, f"ckpt_path={tmp_path / 'changed.ckpt'}"): "its weights do not fit the model its own hyperparameters",
         (image, f"ckpt_path={tmp_path / 'pickled.ckpt'}"): "was refused: it names argparse.Namespace, which only a",
+        (image, f"ckpt_path={tmp_path / 'damaged.ckpt'}"): "is damaged: .* fails the archive's CRC check",
     }
     for overrides, message in cases.items():
         caplog.clear()
         with caplog.at_level(logging.ERROR, logger="fmnist"), pytest.raises(SystemExit) as exit_info:
             run_predict(tmp_path, *overrides)
-        assert exit_info.value.code == 2 and message in caplog.text and "\x1b[" not in caplog.text, caplog.text
+        assert exit_info.value.code == 2 and re.search(message, caplog.text) and "\x1b[" not in caplog.text, caplog.text
 
 
 def test_unsafe_target_in_model_file_is_refused(tmp_path, random_ckpt):

@@ -70,6 +70,15 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         )
     if not zipfile.is_zipfile(path):  # torch.save writes zip archives
         raise CheckpointError(f"Checkpoint {path} is unreadable: not a torch checkpoint archive (or truncated).")
+    try:  # torch.load does not check the archive's CRCs: a damaged copy would load and predict garbage
+        with zipfile.ZipFile(path) as archive:
+            damaged = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError) as e:
+        damaged = str(e)
+    if damaged:
+        raise CheckpointError(
+            f"Checkpoint {path} is damaged: {damaged} fails the archive's CRC check. Copy it again from its source."
+        )
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
