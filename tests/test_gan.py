@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
+import signal
 import time
 from pathlib import Path
 
@@ -25,8 +27,10 @@ from fmnist.gan.train import check_config, train_gan
 from fmnist.models.classifier import Classifier
 from fmnist.models.files import load_classifier, load_generator
 from fmnist.train import build
-from fmnist.utils.errors import CheckpointError, find_user_error
+from fmnist.utils.errors import CheckpointError, UserError, find_user_error
+from fmnist.utils.interrupt import interrupted_message
 from fmnist.utils.io import read_classifier_checkpoint
+from fmnist.utils.resume import resume_config
 
 from conftest import compose_cfg, run_cli, tiny_data_overrides
 
@@ -280,3 +284,26 @@ def test_a_learning_rate_adam_refuses_names_the_gan_config_key(tmp_path):
     gan = instantiate(compose_cfg("gan", [*SMALL_GAN, "model.lr_d=-1"], tmp_path).model)
     with pytest.raises(ConfigError, match=r"^model: Invalid learning rate: -1.0 \(given: .*model.lr_d=-1"):
         gan.configure_optimizers()
+
+
+def test_a_stopped_gan_run_resumes_with_its_own_config(gan_run, tiny_data, tmp_path):
+    """`python gan.py ckpt_path=<run>/checkpoints/last.ckpt` alone continues the run as it started (not with today's
+    defaults: a 40-epoch full-size GAN); a typed change of what it trains is refused; a stop prints that command."""
+    run, _, root = gan_run
+    stopped = tmp_path / "stopped"
+    shutil.copytree(run, stopped)
+    (stopped / "metrics.json").unlink()  # as a stopped run leaves it
+    started = compose_cfg("gan", gan_overrides(tiny_data, root), stopped)
+    (stopped / ".hydra").mkdir()
+    OmegaConf.save({k: v for k, v in started.items() if k != "hydra"}, stopped / ".hydra" / "config.yaml")
+    last = stopped / "checkpoints" / "last.ckpt"
+    refused = r"trainer.max_epochs: 2 -> 5(.|\n)*Resume it with ckpt_path alone: python gan.py ckpt_path="
+    with pytest.raises(UserError, match=refused):
+        resume_config(compose_cfg("gan", [f"ckpt_path={last}", "trainer.max_epochs=5"], stopped))
+    assert f"Resume with: python gan.py ckpt_path={last}" in interrupted_message(stopped, signal.SIGTERM)
+    # today's defaults are a 40-epoch GAN of width 64: its weights would not even load from this checkpoint
+    metrics = train_gan(compose_cfg("gan", [f"ckpt_path={last}", "threads=1"], stopped))
+    assert metrics["epochs"] == 2 and metrics["train_images"] == 500 and metrics["run_dir"] == str(stopped)
+    assert json.loads((stopped / "metrics.json").read_text())["epochs"] == 2
+    with pytest.raises(UserError, match=r"is complete .* sample it with `python scripts/generate.py ckpt_path="):
+        resume_config(compose_cfg("gan", [f"ckpt_path={last}"], stopped))

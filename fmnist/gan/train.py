@@ -23,8 +23,10 @@ from fmnist.gan.metrics import classification_accuracy_score, real_data_classifi
 from fmnist.models.gan import GAN, plot_sample_grid
 from fmnist.task import hydra_task, instantiate_group, task_run
 from fmnist.utils.errors import UserError, config_int
+from fmnist.utils.interrupt import resume_hint_on_interrupt
 from fmnist.utils.io import read_gan_checkpoint, scalar_metrics
 from fmnist.utils.loggers import log_images
+from fmnist.utils.resume import resume_config
 from fmnist.utils.runtime import resolve_precision
 
 log = logging.getLogger("fmnist")
@@ -80,8 +82,9 @@ def quality(gan: GAN, cfg: DictConfig, datamodule, synthetic: Path, run_dir: Pat
 
 
 def train_gan(cfg: DictConfig) -> dict[str, float]:
+    cfg = resume_config(cfg)  # a run resumed in place trains with its own saved config
     start_epoch = check_config(cfg)
-    with task_run(cfg) as run:
+    with task_run(cfg) as run, resume_hint_on_interrupt(run.dir):  # Ctrl-C/SIGTERM: print the resume command
         datamodule = instantiate(cfg.data, augment=None)
         gan: GAN = instantiate(cfg.model)
         callbacks = instantiate_group(cfg.get("callbacks"))

@@ -1,6 +1,6 @@
-"""A training run stopped by Ctrl-C or SIGTERM ends with the command that resumes it (on the console and in the run's
-log file), exit code 128 + the signal's number, and no metrics.json: it stays incomplete, resumable from
-checkpoints/last.ckpt, the end of its last completed epoch. A mid-epoch state is not saved: Lightning warns that
+"""A training run (train.py, gan.py) stopped by Ctrl-C or SIGTERM ends with the command that resumes it (on the console
+and in the run's log file), exit code 128 + the signal's number, and no metrics.json: it stays incomplete, resumable
+from checkpoints/last.ckpt, the end of its last completed epoch. A mid-epoch state is not saved: Lightning warns that
 resuming one is unreliable unless the data loader can restore its position, and ours restarts its epoch."""
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import torch
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import OmegaConf
 
-from fmnist.utils.resume import resume_command
+from fmnist.utils.resume import entry_command, resume_command
 
 log = logging.getLogger("fmnist")
 
@@ -42,7 +42,7 @@ def interrupted_message(run_dir: Path, signum: signal.Signals) -> str:
         first = run_dir / ".hydra" / "overrides.yaml"
         typed = OmegaConf.load(first) if first.is_file() else []
         return (f"Interrupted ({signum.name}) before the first epoch ended: no checkpoint to resume from. Start again "
-                f"with: {' '.join(['python train.py', *map(shlex.quote, typed)])}")  # fmt: skip
+                f"with: {' '.join([entry_command(), *map(shlex.quote, typed)])}")  # fmt: skip
     try:  # which state last.ckpt holds (mmap: no need to read the weights)
         state = torch.load(last, map_location="cpu", weights_only=True, mmap=True)
         held = f"holds the end of epoch {state['epoch'] + 1} (step {state['global_step']}); the next one restarts"

@@ -1,6 +1,6 @@
-"""Resuming a training run in place with the config it started with.
+"""Resuming a training run (train.py, gan.py) in place with the config it started with.
 
-`python train.py ckpt_path=<run>/checkpoints/last.ckpt` continues the run with its own config, as saved in
+`python train.py ckpt_path=<run>/checkpoints/last.ckpt` (or gan.py's) continues the run with its own config, as saved in
 `<run>/.hydra/config.yaml` when it started, not with today's defaults. Only what the user types can differ from it:
 a typed override that changes what is trained (data, model, augmentation, schedule, seed, weight-changing callbacks,
 test-time augmentation) is refused with the list of differences; settings of the machine, the logs and the file
@@ -218,10 +218,12 @@ def resume_config(cfg: DictConfig) -> DictConfig:
         )  # fmt: skip
     started = {k: plain(saved, k) for k in changes}
     if (run / "metrics.json").is_file():
+        use = (f"score its checkpoints with `python eval.py ckpt_path={run / 'checkpoints' / 'best.ckpt'}`"
+               if entry_command() == "python train.py" else f"sample it with `python scripts/generate.py "
+               f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}`")  # fmt: skip
         raise UserError(
-            f"The run in {run} is complete (it wrote metrics.json): there is nothing to resume. Score its "
-            f"checkpoints with `python eval.py ckpt_path={run / 'checkpoints' / 'best.ckpt'}`, or start a new run "
-            "without ckpt_path."
+            f"The run in {run} is complete (it wrote metrics.json): there is nothing to resume. To use it, {use}; "
+            "to train more, start a new run without ckpt_path."
         )
     with open_dict(saved):
         for key, value in changes.items():
@@ -249,6 +251,11 @@ def record_attempt(cfg: DictConfig) -> None:
         OmegaConf.save({k: v for k, v in cfg.items() if k != "hydra"}, attempt / "config.yaml")
 
 
+def entry_command() -> str:
+    """`python train.py` or `python gan.py`: the command of this job (each entry script has its config's name)."""
+    return f"python {HydraConfig.get().job.config_name if HydraConfig.initialized() else 'train'}.py"
+
+
 def resume_command(checkpoint: Path) -> str:
     """`python train.py ckpt_path=...`: the run's own config supplies everything. An attempt that is itself a resume
     repeats the safe settings it was given (e.g. a data folder on this machine): they are not in the run's config."""
@@ -258,4 +265,4 @@ def resume_command(checkpoint: Path) -> str:
     if any(o.key_or_group == "ckpt_path" for o in parsed):
         keep = [o.input_line for o in parsed if o.key_or_group != "ckpt_path" and is_safe(o.key_or_group)]
     shown = os.path.relpath(checkpoint) if checkpoint.resolve().is_relative_to(Path.cwd()) else str(checkpoint)
-    return " ".join(["python train.py", *map(shlex.quote, keep), shlex.quote(f"ckpt_path={shown}")])
+    return " ".join([entry_command(), *map(shlex.quote, keep), shlex.quote(f"ckpt_path={shown}")])
