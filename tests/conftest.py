@@ -25,6 +25,11 @@ from fmnist.data.idx import IMAGE_MAGIC, load_idx_gz
 from fmnist.data.sources import FILES, SYSTEM_DIR
 
 CONF_DIR = str(PROJECT_ROOT / "conf")
+# under pytest-xdist (the default: one worker per core) every worker and the commands it starts use one CPU thread:
+# with all cores each, the workers' threads contend for the same cores and tiny epochs ran several times slower
+ONE_THREAD = ["threads=1"] if os.environ.get("PYTEST_XDIST_WORKER") else []
+if ONE_THREAD:
+    torch.set_num_threads(1)
 REAL_DATA = Path(SYSTEM_DIR)
 HAVE_REAL_DATA = all((REAL_DATA / name).is_file() for name, _ in FILES.values())
 
@@ -94,6 +99,7 @@ def tiny_data_overrides(tiny_data, output_root: Path) -> list[str]:
         "trainer.accelerator=cpu",
         "trainer.precision=32-true",
         f"paths.log_dir={output_root}",
+        *ONE_THREAD,
     ]
 
 

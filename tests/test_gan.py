@@ -14,6 +14,7 @@ import lightning.pytorch as pl
 import pytest
 import torch
 from hydra.utils import instantiate
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import OmegaConf
 from PIL import Image
 from safetensors.torch import save_file
@@ -28,7 +29,6 @@ from fmnist.models.classifier import Classifier
 from fmnist.models.files import load_classifier, load_generator
 from fmnist.train import build
 from fmnist.utils.errors import CheckpointError, UserError, find_user_error
-from fmnist.utils.interrupt import interrupted_message
 from fmnist.utils.io import read_classifier_checkpoint
 from fmnist.utils.resume import resume_config
 
@@ -286,22 +286,36 @@ def test_a_learning_rate_adam_refuses_names_the_gan_config_key(tmp_path):
         gan.configure_optimizers()
 
 
-def test_a_stopped_gan_run_resumes_with_its_own_config(gan_run, tiny_data, tmp_path):
+def test_a_stopped_gan_run_resumes_with_its_own_config(gan_run, tiny_data, tmp_path, monkeypatch, caplog):
     """`python gan.py ckpt_path=<run>/checkpoints/last.ckpt` alone continues the run as it started (not with today's
-    defaults: a 40-epoch full-size GAN); a typed change of what it trains is refused; a stop prints that command."""
+    defaults: a 40-epoch GAN of width 64, whose weights would not even load); a typed change of what it trains is
+    refused; SIGTERM prints that command; a complete run or a classifier's checkpoint is refused."""
     run, _, root = gan_run
     stopped = tmp_path / "stopped"
     shutil.copytree(run, stopped)
     (stopped / "metrics.json").unlink()  # as a stopped run leaves it
     started = compose_cfg("gan", gan_overrides(tiny_data, root), stopped)
-    (stopped / ".hydra").mkdir()
+    (stopped / ".hydra").mkdir()  # what Hydra writes when a run starts
     OmegaConf.save({k: v for k, v in started.items() if k != "hydra"}, stopped / ".hydra" / "config.yaml")
+    OmegaConf.save({"hydra": started.hydra}, stopped / ".hydra" / "hydra.yaml")
     last = stopped / "checkpoints" / "last.ckpt"
-    refused = r"trainer.max_epochs: 2 -> 5(.|\n)*Resume it with ckpt_path alone: python gan.py ckpt_path="
-    with pytest.raises(UserError, match=refused):
-        resume_config(compose_cfg("gan", [f"ckpt_path={last}", "trainer.max_epochs=5"], stopped))
-    assert f"Resume with: python gan.py ckpt_path={last}" in interrupted_message(stopped, signal.SIGTERM)
-    # today's defaults are a 40-epoch GAN of width 64: its weights would not even load from this checkpoint
+    for typed, refused in (("trainer.max_epochs=5", "trainer.max_epochs: 2 -> 5"),
+                           ("model@metrics.classifier=resnet", "model@metrics.classifier: cnn -> resnet")):  # fmt: skip
+        with pytest.raises(UserError, match=refused + r"(.|\n)*Resume it with ckpt_path alone: python gan.py ckpt_pa"):
+            resume_config(compose_cfg("gan", [f"ckpt_path={last}", typed], stopped))
+    with pytest.raises(UserError, match=r"checkpoint of a GAN run .*; resume it with `python gan.py ckpt_path="):
+        resume_config(compose_cfg("train", [f"ckpt_path={last}"], stopped))
+
+    def stopped_by_sigterm(*args, **kwargs):
+        raise SIGTERMException()
+
+    with monkeypatch.context() as patch, caplog.at_level(logging.ERROR, logger="fmnist"):
+        patch.setattr(pl.Trainer, "fit", stopped_by_sigterm)
+        with pytest.raises(SystemExit) as stop:
+            train_gan(compose_cfg("gan", [f"ckpt_path={last}"], stopped))
+    assert stop.value.code == 128 + signal.SIGTERM and not (stopped / "metrics.json").exists()
+    assert f"Resume with: python gan.py ckpt_path={last}" in caplog.text
+
     metrics = train_gan(compose_cfg("gan", [f"ckpt_path={last}", "threads=1"], stopped))
     assert metrics["epochs"] == 2 and metrics["train_images"] == 500 and metrics["run_dir"] == str(stopped)
     assert json.loads((stopped / "metrics.json").read_text())["epochs"] == 2

@@ -123,3 +123,9 @@ def test_a_run_saved_with_the_input_size_in_data_resumes_with_it_in_the_model(tm
     OmegaConf.save(OmegaConf.create(old), tmp_path / "config.yaml")
     cfg = saved_config(tmp_path / "config.yaml")
     assert "image_size" not in cfg.data and cfg.model.image_size == 32 and cfg.model.backbone.image_size == 32
+    # a GAN run of that time: the size belonged to its scoring classifier (the GAN itself takes none)
+    old_gan = {"data": {"image_size": 28}, "model": {"generator": {"width": 16}},
+               "metrics": {"classifier": {"image_size": "${data.image_size}"}}}  # fmt: skip
+    OmegaConf.save(OmegaConf.create(old_gan), tmp_path / "gan.yaml")
+    cfg = saved_config(tmp_path / "gan.yaml")
+    assert "image_size" not in cfg.data and "image_size" not in cfg.model and cfg.metrics.classifier.image_size == 28

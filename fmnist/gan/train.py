@@ -93,8 +93,6 @@ def train_gan(cfg: DictConfig) -> dict[str, float]:
         start = time.perf_counter()
         trainer.fit(gan, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
         fit_seconds = time.perf_counter() - start
-        if trainer.interrupted:
-            raise KeyboardInterrupt
         metrics = scalar_metrics(trainer.callback_metrics)
         epochs_run = max(1, trainer.current_epoch - start_epoch)
         seed = cfg.seed if cfg.get("seed") is not None else 0

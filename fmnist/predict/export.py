@@ -2,14 +2,13 @@
 
 The ONNX and TorchScript models take one input `images`: float32 of shape (B, 1, 28, 28), values in [0, 1] (0 =
 background, light object on black like Fashion-MNIST), B free (a dynamic batch axis); they output `logits` (B, 10).
-Normalisation is inside the model. A JSON sidecar (<out>.json) carries the class names, this input contract and
-the preprocessing that turns a photo into such an input. The exported model is checked against PyTorch
-(onnxruntime for ONNX) on random and blank inputs at two batch sizes before the files are kept.
-`safetensors` writes the pickle-free form that predict.py loads (models/fmnist_cnn.safetensors is one).
-The model's `scoring` (TTA, temperature and uncertainty threshold fitted on validation, fmnist.models.calibration)
-goes into the sidecar and, for safetensors, into the file; `calibrate=true` fits it again on the model's validation
-split first (a model from before runs recorded it).
-"""
+Normalisation is inside the model. A JSON sidecar (<out> with .json for its suffix) carries the class names, this input
+contract and the preprocessing that turns a photo into such an input. The exported model is checked against PyTorch
+(onnxruntime for ONNX) on random and blank inputs at two batch sizes before the files are kept. `safetensors` writes the
+pickle-free form that predict.py loads (models/fmnist_cnn.safetensors is one). The model's `scoring` (TTA, temperature
+and uncertainty threshold fitted on validation, fmnist.models.calibration) goes into the sidecar and, for safetensors,
+into the file; `calibrate=true` fits it again on the model's validation split first (a model from before runs recorded
+it)."""
 
 from __future__ import annotations
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import shlex
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,7 @@ SAFE_KEYS = (
     "trainer.accelerator", "trainer.precision", "trainer.enable_progress_bar", "trainer.log_every_n_steps",
     "callbacks.rich_progress_bar", "callbacks.rich_model_summary", "callbacks.lr_monitor",
     "data.data_dir", "data.system_dir", "data.download", "data.mirrors", "data.num_workers", "data.eval_batch_size",
+    "metrics.cache_dir",
 )  # fmt: skip
 
 
@@ -94,7 +96,8 @@ def group_leaves_changed(override: Override, typed: list[str], run_choice: str |
     if not GlobalHydra.instance().is_initialized():
         return None
     others = [line for line in typed if line != override.input_line]
-    as_run_choice = f"{override.key_or_group}={'null' if run_choice is None else run_choice}"
+    group = override.key_or_group + (f"@{override.package}" if override.package else "")
+    as_run_choice = f"{group}={'null' if run_choice is None else run_choice}"
     try:
         as_run = compose(HydraConfig.get().job.config_name, [*others, as_run_choice])
     except Exception:  # e.g. the run's option no longer exists
@@ -111,6 +114,8 @@ def compare(cfg: DictConfig, saved: DictConfig, run_choices: dict, typed: list[s
     saved_leaves = leaves(saved)
     for override in OverridesParser.create().parse_overrides(typed):
         key = override.key_or_group
+        if override.package and f"{key}@{override.package}" in choices:  # gan_model@model=...: Hydra's choice key
+            key = f"{key}@{override.package}"
         if key == "ckpt_path" or key.startswith(("hydra.", "hydra/")) or key == "hydra":
             continue
         if key in choices and not override.is_delete():  # a config group: model=cnn, trainer=cpu, logger=wandb
@@ -190,7 +195,10 @@ def saved_config(saved_file: Path) -> DictConfig:
     data, model = saved.get("data"), saved.get("model")
     if isinstance(data, DictConfig) and "image_size" in data and isinstance(model, DictConfig):
         with open_dict(saved):
-            model.image_size = data.image_size
+            if "generator" not in model:
+                model.image_size = data.image_size
+            elif OmegaConf.select(saved, "metrics.classifier.image_size") is not None:  # a GAN's scoring classifier
+                saved.metrics.classifier.image_size = data.image_size
             del data["image_size"]
     return saved
 
@@ -203,6 +211,11 @@ def resume_config(cfg: DictConfig) -> DictConfig:
         return cfg  # a checkpoint outside a run directory starts a new run, configured by the command line
     saved_file = run / ".hydra" / "config.yaml"
     saved = saved_config(saved_file)
+    gan_run = "generator" in (saved.get("model") or {})
+    if gan_run != ("generator" in (cfg.get("model") or {})):
+        script = "gan.py" if gan_run else "train.py"
+        raise UserError(f"ckpt_path={cfg.ckpt_path} is a checkpoint of a {'GAN' if gan_run else 'classifier'} run "
+                        f"({run}); resume it with `python {script} ckpt_path={cfg.ckpt_path}`.")  # fmt: skip
     typed = list(HydraConfig.get().overrides.task)
     changes, refused = compare(cfg, saved, saved_choices(run), typed)
     if refused:
@@ -212,18 +225,20 @@ def resume_config(cfg: DictConfig) -> DictConfig:
             + "\n  ".join(refused)
             + f"\nResume it with ckpt_path alone: {resume_command(run / 'checkpoints' / Path(cfg.ckpt_path).name)}\n"
             "Only settings of the machine, the logs and file locations may change ("
-            + ", ".join(SAFE_KEYS[1:]) + ", trainer.devices with the same count). To train something else, start a "
+            + ", ".join(k for k in SAFE_KEYS[1:] if k.split(".")[0] in saved) + ", trainer.devices with the same "
+            "count). To train something else, start a "
             "new run without ckpt_path (or pass a copy of the checkpoint kept outside the run directory, which "
             "starts a new run from its training state with the command line's config)."
         )  # fmt: skip
     started = {k: plain(saved, k) for k in changes}
     if (run / "metrics.json").is_file():
-        use = (f"score its checkpoints with `python eval.py ckpt_path={run / 'checkpoints' / 'best.ckpt'}`"
-               if entry_command() == "python train.py" else f"sample it with `python scripts/generate.py "
-               f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}`")  # fmt: skip
+        checkpoints = run / "checkpoints"
+        use = (f"sample it with `python scripts/generate.py ckpt_path={checkpoints / 'last.ckpt'}`" if gan_run
+               else f"score its checkpoints with `python eval.py ckpt_path={checkpoints / 'best.ckpt'}`")  # fmt: skip
         raise UserError(
             f"The run in {run} is complete (it wrote metrics.json): there is nothing to resume. To use it, {use}; "
-            "to train more, start a new run without ckpt_path."
+            "to train on from it, pass a copy of its checkpoints/last.ckpt kept outside the run directory with the "
+            "settings to change: a new run starts from its state."
         )
     with open_dict(saved):
         for key, value in changes.items():
@@ -252,7 +267,10 @@ def record_attempt(cfg: DictConfig) -> None:
 
 
 def entry_command() -> str:
-    """`python train.py` or `python gan.py`: the command of this job (each entry script has its config's name)."""
+    """The command of this job: a console script as typed (`fmnist-gan`), else `python train.py` or `python gan.py`
+    (each entry script is named after its config)."""
+    if Path(sys.argv[0]).name.startswith("fmnist-"):
+        return Path(sys.argv[0]).name
     return f"python {HydraConfig.get().job.config_name if HydraConfig.initialized() else 'train'}.py"
 
 
