@@ -315,6 +315,7 @@ def test_a_stopped_gan_run_resumes_with_its_own_config(gan_run, tiny_data, tmp_p
             train_gan(compose_cfg("gan", [f"ckpt_path={last}"], stopped))
     assert stop.value.code == 128 + signal.SIGTERM and not (stopped / "metrics.json").exists()
     assert f"Resume with: python gan.py ckpt_path={last}" in caplog.text
+    assert "checkpoints/last.ckpt holds the end of epoch 2; the next one restarts" in caplog.text
 
     metrics = train_gan(compose_cfg("gan", [f"ckpt_path={last}", "threads=1"], stopped))
     assert metrics["epochs"] == 2 and metrics["train_images"] == 500 and metrics["run_dir"] == str(stopped)

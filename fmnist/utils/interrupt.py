@@ -45,7 +45,9 @@ def interrupted_message(run_dir: Path, signum: signal.Signals) -> str:
                 f"with: {' '.join([entry_command(), *map(shlex.quote, typed)])}")  # fmt: skip
     try:  # which state last.ckpt holds (mmap: no need to read the weights)
         state = torch.load(last, map_location="cpu", weights_only=True, mmap=True)
-        held = f"holds the end of epoch {state['epoch'] + 1} (step {state['global_step']}); the next one restarts"
+        gan = "generator" in state.get("hyper_parameters", {})  # two optimizers: its steps count twice per batch
+        step = "" if gan else f" (step {state['global_step']})"
+        held = f"holds the end of epoch {state['epoch'] + 1}{step}; the next one restarts"
     except Exception:
         held = "holds the last completed epoch"
     return (f"Interrupted ({signum.name}): the run is incomplete (no metrics.json); checkpoints/last.ckpt {held}. "
