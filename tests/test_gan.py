@@ -272,7 +272,7 @@ def test_quality_settings_are_checked_before_the_gan_trains(override, message, t
 def test_gan_files_given_where_they_do_not_fit_say_what_fits(tmp_path):
     from fmnist.utils.errors import UserError
 
-    with pytest.raises(UserError, match=r"gan.py resumes a GAN run from its checkpoints/last.ckpt; a generator"):
+    with pytest.raises(UserError, match=r"last.ckpt; a .safetensors file holds no training state"):
         check_config(compose_cfg("gan", [f"ckpt_path={SHIPPED_GAN}"], tmp_path))
     with pytest.raises(UserError, match=r"classes=\[\]: name at least one class"):
         class_indices([])

@@ -47,8 +47,9 @@ def check_config(cfg: DictConfig) -> int:
         return 0
     if Path(cfg.ckpt_path).suffix == ".safetensors":  # a generator file holds no optimizer state to resume
         raise UserError(
-            f"ckpt_path={cfg.ckpt_path}: gan.py resumes a GAN run from its checkpoints/last.ckpt; a generator "
-            ".safetensors file samples with scripts/generate.py or trains classifiers with aug=gan aug.source=<file>."
+            f"ckpt_path={cfg.ckpt_path}: gan.py resumes a GAN run from its checkpoints/last.ckpt; a .safetensors "
+            "file holds no training state (a generator file samples with scripts/generate.py or trains classifiers "
+            "with aug=gan aug.source=<file>)."
         )
     checkpoint = read_gan_checkpoint(cfg.ckpt_path)  # resume with <gan run>/checkpoints/last.ckpt
     return int(checkpoint.get("epoch", -1)) + 1
