@@ -19,6 +19,7 @@ import torch
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import OmegaConf
 
+from fmnist.utils.io import checkpoint_kind
 from fmnist.utils.resume import entry_command, resume_command
 
 log = logging.getLogger("fmnist")
@@ -45,7 +46,7 @@ def interrupted_message(run_dir: Path, signum: signal.Signals) -> str:
                 f"with: {' '.join([entry_command(), *map(shlex.quote, typed)])}")  # fmt: skip
     try:  # which state last.ckpt holds (mmap: no need to read the weights)
         state = torch.load(last, map_location="cpu", weights_only=True, mmap=True)
-        gan = "generator" in state.get("hyper_parameters", {})  # two optimizers: its steps count twice per batch
+        gan = checkpoint_kind(state) == "gan"  # two optimizers: a GAN's steps count twice per batch
         step = "" if gan else f" (step {state['global_step']})"
         held = f"holds the end of epoch {state['epoch'] + 1}{step}; the next one restarts"
     except Exception:
