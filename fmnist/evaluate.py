@@ -16,14 +16,14 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import RichProgressBar
 from omegaconf import DictConfig
 
-from fmnist.data.datamodule import SPLIT_KEYS
+from fmnist.dataset import SPLIT_KEYS
 from fmnist.models.files import load_trained
 from fmnist.models.tta import check_tta
 from fmnist.robustness import check_corruptions, check_settings, evaluate_corruptions
 from fmnist.task import hydra_task, task_run
 from fmnist.utils.containers import as_list
 from fmnist.utils.errors import UserError
-from fmnist.utils.io import run_dir_of, scalar_metrics
+from fmnist.utils.io import run_dir_of, scalar_metrics, scored_checkpoint
 from fmnist.utils.loggers import log_images
 from fmnist.utils.plots import plot_confusion_matrix, plot_learning_curves
 from fmnist.utils.runtime import cpu_has_bf16, resolve_precision
@@ -45,12 +45,13 @@ def scored_precision(scoring: dict, trainer_cfg: DictConfig) -> None:
 
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
+    cfg.ckpt_path = scored_checkpoint(cfg.ckpt_path)  # a run directory: the checkpoint validation chose
     splits = as_list(cfg.splits, "splits")
     if not splits or set(splits) - {"val", "test"}:
         raise UserError(f"splits={splits}: choose from val and test, e.g. splits=[val,test].")
     if cfg.tta != "auto":
         check_tta(cfg.tta)
-    if cfg.get("corruptions"):  # a wrong name fails before anything loads
+    if cfg.get("corruptions") is not None:  # a wrong name (or none: []) fails before anything loads
         check_corruptions(cfg.corruptions)
         check_settings(cfg.robustness)
     model, trained_with = load_trained(cfg.ckpt_path)  # a .ckpt, or an exported .safetensors (the shipped ones)
@@ -75,7 +76,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
                 model.confusion, model.hparams.class_names, run.dir / name,
                 f"{Path(cfg.ckpt_path).name} — {split} accuracy {metrics[f'{split}/acc']:.4f}",
             )  # fmt: skip
-        if cfg.get("corruptions"):  # the corruption suite (fmnist.robustness, docs/robustness.md)
+        if cfg.get("corruptions") is not None:  # the corruption suite (fmnist.robustness, docs/robustness.md)
             figures |= evaluate_corruptions(cfg, model, datamodule, run.dir, run.loggers, metrics)
         trained_in = run_dir_of(cfg.ckpt_path)
         if trained_in is not None and (trained_in / "metrics.csv").is_file():

@@ -207,3 +207,5 @@ def test_one_name_where_a_list_is_taken_is_a_list_of_one():
         as_list(ListConfig([["val"]]), "splits")
     with pytest.raises(UserError, match=r"Unknown corruption\(s\) \[.True.\]: choose .all."):  # corruptions=true
         check_corruptions(True)
+    with pytest.raises(UserError, match=r"No corruption named: choose .all."):  # corruptions=[] is not a clean eval
+        check_corruptions(ListConfig([]))

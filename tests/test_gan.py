@@ -22,11 +22,11 @@ from safetensors.torch import save_file
 from fmnist import PACKAGE_DIR
 from fmnist.data.synthetic import SyntheticDataModule, class_indices, generate_set, load_synthetic, save_synthetic
 from fmnist.gan.generate import generate
-from fmnist.gan.generator_file import load_generator_file
 from fmnist.gan.metrics import classification_accuracy_score, real_data_classifier, sample_quality
 from fmnist.gan.train import check_config, train_gan
 from fmnist.models.classifier import Classifier
 from fmnist.models.files import load_classifier, load_generator
+from fmnist.models.generator_file import load_generator_file
 from fmnist.train import build
 from fmnist.utils.errors import CheckpointError, UserError, find_user_error
 from fmnist.utils.io import read_classifier_checkpoint

@@ -249,14 +249,24 @@ def test_checkpoint_that_is_not_a_classifier_exits_2(kind, tmp_path, caplog):
     assert exit_info.value.code == 2 and str(path) in caplog.text, caplog.text
 
 
-def test_a_run_folder_or_an_unwritable_out_is_refused_with_the_fix(tmp_path, random_ckpt, caplog):
+def test_a_run_folder_predicts_with_its_best_checkpoint(tmp_path, random_ckpt):
     photo().save(tmp_path / "x.png")
     run = tmp_path / "run_dir"
     (run / "checkpoints").mkdir(parents=True)
     (run / "checkpoints" / "best.ckpt").write_bytes(random_ckpt.read_bytes())
+    from_folder = run_predict(tmp_path, f"images={tmp_path / 'x.png'}", f"ckpt_path={run}")
+    from_file = run_predict(tmp_path, f"images={tmp_path / 'x.png'}", f"ckpt_path={random_ckpt}")
+    assert [r["top"] for r in from_folder] == [r["top"] for r in from_file]
+
+
+def test_a_run_folder_without_a_checkpoint_or_an_unwritable_out_is_refused_with_the_fix(tmp_path, random_ckpt, caplog):
+    photo().save(tmp_path / "x.png")
+    run = tmp_path / "run_dir"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "last.ckpt").write_bytes(random_ckpt.read_bytes())
     (tmp_path / "a_file").write_text("")
     cases = {  # what was given -> what the one message must say
-        (f"ckpt_path={run}",): f"is a folder: pass a checkpoint file in it ({run / 'checkpoints' / 'best.ckpt'})",
+        (f"ckpt_path={run}",): f"Run {run} has no checkpoints/best.ckpt (an unfinished or failed run",
         (f"ckpt_path={random_ckpt}", f"out={tmp_path / 'a_file' / 'p.csv'}"): "a_file is a file, not a folder",
     }
     for overrides, message in cases.items():

@@ -63,6 +63,9 @@ def test_cached_sets_are_reused_only_while_manifest_and_checksum_match(tmp_path,
     manifest_path.write_text(json.dumps({**json.loads(manifest_path.read_text()), "severity": 45.0}))
     assert regenerated(seed=1) and "severity" in caplog.text, "another severity is stale"
     assert regenerated(seed=1, src=garments(30, seed=5)) and "source_sha256" in caplog.text, "other source images"
+    old_kernels = {**json.loads(manifest_path.read_text()), "libraries": "torch 2.0, kornia 0.6"}
+    manifest_path.write_text(json.dumps(old_kernels))
+    assert regenerated(seed=1, src=garments(30, seed=5)) and "libraries" in caplog.text, "other kernels"
 
 
 def test_random_corruptions_keep_shape_and_range_and_follow_the_seed():

@@ -30,11 +30,13 @@ def trained(tiny_data, tmp_path_factory) -> Path:
 
 
 def test_eval_with_no_options_reproduces_the_runs_metrics(trained, tiny_data, tmp_path):
+    """Given the run directory, eval.py scores the checkpoint validation chose, as the run did."""
     run_metrics = json.loads((trained / "metrics.json").read_text())
     assert run_metrics["tta"] == "flip" and run_metrics["temperature"] != 1.0
-    result = run_cli("eval.py", *tiny_data_overrides(tiny_data, tmp_path), f"ckpt_path={trained}/checkpoints/best.ckpt")
+    result = run_cli("eval.py", *tiny_data_overrides(tiny_data, tmp_path), f"ckpt_path={trained}")
     assert result.returncode == 0, result.stderr[-3000:]
     evaluated = json.loads((only_run_dir(tmp_path, "eval") / "metrics.json").read_text())
+    assert evaluated["ckpt_path"] == str((trained / "checkpoints" / "best.ckpt").resolve())
     for key in ("test/acc", "test/nll", "test/ece", "test/nll_raw", "test/ece_raw", "tta", "temperature"):
         assert evaluated[key] == run_metrics[key], key  # the same number, not a close one
     assert f"tta=flip · temperature {run_metrics['temperature']:.3f}" in result.stdout + result.stderr

@@ -2,9 +2,10 @@
 
 One file per split and corruption, `<cache_dir>/<split>/<name>.safetensors` (uint8 images, like the originals; no
 pickle), with a manifest beside it, `<name>.json`: suite version, corruption, severity, seed, split, the number of
-images, a SHA-256 of the source images and one of the file. A set is reused only when its manifest matches what would
-be generated now and the file still has that checksum; a truncated, edited or stale one (another seed, severity,
-suite version or source split) is generated again, with a log line saying why.
+images, a SHA-256 of the source images, the torch and kornia versions that generated it and a SHA-256 of the file. A
+set is reused only when its manifest matches what would be generated now and the file still has that checksum; a
+truncated, edited or stale one (another seed, severity, suite version, source split or library version, whose
+kernels may differ) is generated again, with a log line saying why.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from importlib.metadata import version
 from pathlib import Path
 
 import torch
@@ -37,6 +39,7 @@ def expected_manifest(source: torch.Tensor, split: str, name: str, seed: int) ->
         "split": split,
         "images": len(source),
         "source_sha256": sha256(source.contiguous().numpy().tobytes()),
+        "libraries": f"torch {torch.__version__}, kornia {version('kornia')}",  # the kernels that generated it
     }
 
 

@@ -168,10 +168,8 @@ def check_names(names: str | Sequence[str]) -> list[str]:
     chosen = list(CORRUPTIONS) if names == "all" else [names] if isinstance(names, str) else list(names)
     unknown = [n for n in chosen if n not in CORRUPTIONS]
     if not chosen or unknown:
-        raise UserError(
-            f"Unknown corruption(s) {unknown or chosen}: choose `all` or a list of {', '.join(CORRUPTIONS)} "
-            "(docs/robustness.md)."
-        )
+        what = f"Unknown corruption(s) {unknown}" if unknown else "No corruption named"
+        raise UserError(f"{what}: choose `all` or a list of {', '.join(CORRUPTIONS)} (docs/robustness.md).")
     return chosen
 
 

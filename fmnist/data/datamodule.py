@@ -42,17 +42,6 @@ class TensorBatches(Dataset):
         return self.images[index], self.labels[index]
 
 
-VAL_SPLIT_KEYS = ("val_size", "split_seed")  # the validation split is drawn from these alone (stratified_split)
-SPLIT_KEYS = (*VAL_SPLIT_KEYS, "train_fraction")  # and the share of the rest kept for training
-
-
-def split_differences(split: dict, other: dict, keys: tuple[str, ...]) -> str:
-    """'data.split_seed=1 vs 0, ...' for the `keys` where two runs' data settings differ; '' when they agree. A key
-    one side does not record (a model file exported before checksums were kept has none) is not compared."""
-    differ = [k for k in keys if k in split and k in other and split[k] != other[k]]
-    return ", ".join(f"data.{k}={split[k]} vs {other[k]}" for k in differ)
-
-
 def _identity(batch):  # module level so DataLoader workers can pickle it
     return batch
 

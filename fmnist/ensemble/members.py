@@ -10,8 +10,7 @@ from pathlib import Path
 import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from fmnist.data.datamodule import VAL_SPLIT_KEYS
-from fmnist.dataset import to_unit_float
+from fmnist.dataset import VAL_SPLIT_KEYS, to_unit_float
 from fmnist.models.classifier import Classifier
 from fmnist.models.files import load_with_split, split_conflict
 from fmnist.models.tta import tta_logits

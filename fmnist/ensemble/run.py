@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from fmnist.data.datamodule import VAL_SPLIT_KEYS
+from fmnist.dataset import VAL_SPLIT_KEYS
 from fmnist.ensemble.combine import Combination, check_methods, fit_combination, fit_temperature
 from fmnist.ensemble.members import describe_tta, load_members, predict, recorded_temperatures
 from fmnist.ensemble.report import build_report, write_outputs

@@ -18,8 +18,8 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from fmnist.data.synthetic import class_indices, generate_set, save_synthetic
-from fmnist.gan.generator_file import load_any_generator
 from fmnist.models.gan import plot_sample_grid
+from fmnist.models.generator_file import load_any_generator
 from fmnist.task import hydra_task, task_run
 from fmnist.utils.containers import as_list
 from fmnist.utils.errors import UserError, config_int

@@ -31,9 +31,9 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torchmetrics.image.fid import FrechetInceptionDistance
 
-from fmnist.data.datamodule import SPLIT_KEYS, FashionMNISTDataModule
+from fmnist.data.datamodule import FashionMNISTDataModule
 from fmnist.data.synthetic import SyntheticDataModule
-from fmnist.dataset import CLASSES
+from fmnist.dataset import CLASSES, SPLIT_KEYS
 from fmnist.models.classifier import Classifier, metric_suffix
 from fmnist.utils.io import scalar_metrics, write_json
 from fmnist.utils.loggers import CSVLogger

@@ -24,8 +24,8 @@ from lightning.pytorch.utilities.seed import isolate_rng
 
 from fmnist.data.augment import BatchAugment
 from fmnist.data.synthetic import SyntheticMix, generate_set, load_synthetic
-from fmnist.gan.generator_file import is_generator_file, load_any_generator, load_generator_file
 from fmnist.gan.metrics import split_settings
+from fmnist.models.generator_file import is_generator_file, load_any_generator, load_generator_file
 from fmnist.utils.errors import UserError
 
 log = logging.getLogger("fmnist")

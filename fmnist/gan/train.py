@@ -18,9 +18,9 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from fmnist.data.synthetic import generate_set, save_synthetic
-from fmnist.gan.generator_file import save_generator_file
 from fmnist.gan.metrics import classification_accuracy_score, real_data_classifier, sample_quality, split_settings
 from fmnist.models.gan import GAN, plot_sample_grid
+from fmnist.models.generator_file import save_generator_file
 from fmnist.task import hydra_task, instantiate_group, task_run
 from fmnist.utils.errors import UserError, config_int
 from fmnist.utils.interrupt import resume_hint_on_interrupt

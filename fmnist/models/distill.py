@@ -23,7 +23,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from fmnist.data.datamodule import SPLIT_KEYS, split_differences
+from fmnist.dataset import SPLIT_KEYS, split_differences
 from fmnist.models.classifier import Classifier
 from fmnist.models.files import load_with_split, split_conflict
 from fmnist.utils.containers import plain

@@ -12,14 +12,13 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from hydra.errors import InstantiationException
 
-from fmnist.data.datamodule import SPLIT_KEYS, split_differences
+from fmnist.dataset import SPLIT_KEYS, split_differences
 from fmnist.models.classifier import Classifier
-from fmnist.models.gan import GAN
 from fmnist.utils.errors import CheckpointError
 from fmnist.utils.io import (
     atomic_path,
@@ -28,6 +27,9 @@ from fmnist.utils.io import (
     read_gan_checkpoint,
     read_safetensors,
 )
+
+if TYPE_CHECKING:
+    from fmnist.models.gan import GAN  # loaded by load_generator only: scoring a classifier needs no GAN code
 
 HPARAMS_KEY = "fmnist.hparams"
 SPLIT_KEY = "fmnist.split"  # JSON of the data settings the model was trained with (RECORDED_KEYS), when known
@@ -152,6 +154,8 @@ def load_classifier(path: str | Path) -> Classifier:
 def load_generator(path: str | Path) -> GAN:
     """The GAN of a checkpoint written by `python gan.py` (weights_only loading), in eval mode; CheckpointError
     otherwise."""
+    from fmnist.models.gan import GAN
+
     read_gan_checkpoint(path)  # refuses unsafe, corrupt and classifier files with a message
     try:
         model = GAN.load_from_checkpoint(path, map_location="cpu", weights_only=True)

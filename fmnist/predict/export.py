@@ -25,7 +25,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch import nn
 
-from fmnist.data.datamodule import SPLIT_KEYS
+from fmnist.dataset import SPLIT_KEYS
 from fmnist.models.calibration import batches, fit_scoring, logits_and_labels
 from fmnist.models.classifier import Classifier, normalise
 from fmnist.models.files import (
@@ -40,7 +40,7 @@ from fmnist.models.tta import check_tta
 from fmnist.predict.preprocess import BACKGROUND_TOLERANCE
 from fmnist.task import hydra_task
 from fmnist.utils.errors import UserError
-from fmnist.utils.io import atomic_path, check_output_path
+from fmnist.utils.io import atomic_path, check_output_path, scored_checkpoint
 from fmnist.utils.runtime import setup_runtime
 
 log = logging.getLogger("fmnist")
@@ -202,6 +202,7 @@ def calibrate(cfg: DictConfig, model: Classifier, split: dict) -> dict:
 
 
 def export(cfg: DictConfig) -> dict:
+    cfg.ckpt_path = scored_checkpoint(cfg.ckpt_path)  # a run directory: the checkpoint validation chose
     if cfg.format not in FORMATS:
         raise UserError(f"format={cfg.format}: choose from {', '.join(FORMATS)}.")
     out = Path(cfg.out) if cfg.out else Path(cfg.paths.output_dir) / (Path(cfg.ckpt_path).stem + FORMATS[cfg.format])

@@ -31,7 +31,7 @@ from fmnist.predict.output import FORMATS, save_grid, write_predictions
 from fmnist.predict.preprocess import MODES
 from fmnist.task import hydra_task
 from fmnist.utils.errors import DataError, UserError, config_int
-from fmnist.utils.io import check_output_path
+from fmnist.utils.io import check_output_path, scored_checkpoint
 from fmnist.utils.runtime import setup_runtime
 
 log = logging.getLogger("fmnist")
@@ -140,6 +140,7 @@ def predict(cfg: DictConfig) -> list[dict]:
     """One row per readable input: file, class, index, probability, top (the top-k), uncertain, energy, preprocess."""
     check_config(cfg)
     setup_runtime(cfg)
+    cfg.ckpt_path = scored_checkpoint(cfg.ckpt_path)  # a run directory: the checkpoint validation chose
     model = load_classifier(cfg.ckpt_path)
     scoring = scoring_of(model, cfg)
     default_limit = Image.MAX_IMAGE_PIXELS

@@ -205,9 +205,16 @@ def checkpoint_of(path: Path, which: str) -> Path:
             return ckpt
         raise CheckpointError(
             f"Run {path} has no checkpoints/{which}.ckpt (an unfinished or failed run, or not a training run). "
-            "Remove it from runs=, or pass a checkpoint file instead."
+            "Pass a run that finished, or a checkpoint file instead."
         )
     raise UserError(f"runs: {path} does not exist. Pass run directories, checkpoint files or a glob.")
+
+
+def scored_checkpoint(ckpt_path: str) -> str:
+    """What eval, predict and export score: a run directory -> the checkpoint validation chose
+    (checkpoints/best.ckpt); a file as given."""
+    path = Path(ckpt_path).expanduser()
+    return str(checkpoint_of(path, "best")) if path.is_dir() else ckpt_path
 
 
 def expand_runs(runs: str | list[str], which: str = "best", at_least: int = 2) -> list[Path]:
