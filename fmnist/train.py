@@ -14,6 +14,7 @@ from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf
 
 from fmnist.models.calibration import calibrate_checkpoint
+from fmnist.models.rng_state import RestoreRNG
 from fmnist.models.tta import check_tta
 from fmnist.task import TaskRun, hydra_task, instantiate_group, task_run
 from fmnist.utils.errors import UserError
@@ -52,6 +53,12 @@ def check_config(cfg: DictConfig) -> int:
             "the test split is only scored once, at the end."
         )
     if cfg.get("ckpt_path"):
+        if Path(cfg.ckpt_path).suffix == ".safetensors":  # exported weights: no optimizer, schedule or epoch
+            raise UserError(
+                f"ckpt_path={cfg.ckpt_path}: train.py resumes a run from its checkpoints/last.ckpt; a .safetensors "
+                "file holds no training state (score it with eval.py, predict with it with predict.py, or give "
+                "it as a teacher: experiment=distill 'teacher.runs=[<file>]')."
+            )
         checkpoint = read_classifier_checkpoint(cfg.ckpt_path)
         if "loops" not in checkpoint or "optimizer_states" not in checkpoint:
             raise UserError(f"{cfg.ckpt_path} holds weights only, no training state; it cannot resume a run.")
@@ -86,7 +93,7 @@ def build(cfg: DictConfig, loggers: list[Logger]) -> tuple[pl.LightningDataModul
     model = instantiate(cfg.model)
     datamodule = instantiate(cfg.data, augment=None)
     datamodule.setup("fit")  # locate and verify the data files now, not after the augmentation; fit reuses them
-    callbacks = instantiate_group(cfg.get("callbacks"))
+    callbacks = [*instantiate_group(cfg.get("callbacks")), RestoreRNG()]  # not optional: resume = uninterrupted
     resolve_precision(cfg.trainer)
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
     datamodule.augment = instantiate(cfg.aug) if cfg.get("aug") and "_target_" in cfg.aug else None
@@ -155,8 +162,9 @@ def train(cfg: DictConfig) -> float | None:
         write_figures(run, model, metrics, title)
         run.finish(metrics)
         summary = f"val/acc_best {metrics.get('val/acc_best', float('nan')):.4f}"
-        if "test/acc" in metrics:
-            summary += f" · test/acc {metrics['test/acc']:.4f}"
+        if "test/acc" in metrics:  # scored with the run's TTA and validation temperature, as eval.py scores it
+            scoring = f"tta={model.tta}, temperature {model.val_temperature:.3f}"
+            summary += f" · test/acc {metrics['test/acc']:.4f} ({scoring})"
         log.info(f"{summary} · {fit_seconds:.0f} s · run dir: {run.dir}")
         return optimized
 

@@ -32,6 +32,7 @@ CLI_CASES = {
     "lr": ("train.py", ["model.optimizer.lr=abc"], ["model.optimizer.lr=abc", "expected a number"]),
     "max_epochs": ("train.py", ["trainer.max_epochs=-3"], ["trainer.max_epochs=-3", "non-negative integer or -1"]),
     "optimizer value": ("train.py", ["model.optimizer.lr=-1"], ["model.optimizer", "Invalid learning rate: -1"]),
+    "label smoothing": ("train.py", ["model.label_smoothing=1.5"], ["model.label_smoothing=1.5", "in [0, 1)"]),
     "endless schedule": ("train.py", ["trainer.max_epochs=-1"], ["model.scheduler", "give it a trainer.max_time"]),
     "misspelled key": ("train.py", ["trainer.max_epoch=3"], ["trainer.max_epoch=3", "you mean trainer.max_epochs=3?"]),
     "eval threads": ("eval.py", ["ckpt_path=none.ckpt", "threads=abc"], ["threads=abc", "expected a whole number"]),
@@ -127,7 +128,9 @@ def test_values_a_target_accepts_pass(tmp_path):
 
 
 def test_a_required_value_left_out_is_named(tmp_path):
-    with pytest.raises(ConfigError, match=r"ckpt_path is required: add ckpt_path=<a run's checkpoints/\*.ckpt or"):
+    with pytest.raises(
+        ConfigError, match=r"ckpt_path is required: add ckpt_path=<a run directory, a run's checkpoints/\*.ckpt or"
+    ):
         check_config_values(compose_cfg("eval", [], tmp_path))
     with pytest.raises(ConfigError, match=r"images is required: add images=<file, folder or glob>, e.g."):
         check_config_values(compose_cfg("predict", [], tmp_path))

@@ -55,7 +55,10 @@ def stopped(tiny_data, tmp_path_factory) -> dict:
         shutil.copytree(run, root / copy)
     resumed = run_cli("train.py", *shlex.split(resume_line(output))[2:])
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
-    return {**state, "run": run, "root": root}
+    through = tmp_path_factory.mktemp("ran-through")  # the same command, never stopped
+    ran_through = run_cli("train.py", *tiny_overrides(tiny_data, through), *RUN_OVERRIDES)
+    assert ran_through.returncode == 0, ran_through.stdout[-3000:] + ran_through.stderr[-3000:]
+    return {**state, "run": run, "root": root, "ran_through": only_run_dir(through)}
 
 
 def test_sigterm_leaves_an_incomplete_run_and_prints_how_to_resume_it(stopped):
@@ -79,6 +82,18 @@ def test_ckpt_path_alone_resumes_with_the_runs_own_config(stopped):
     (attempt,) = (run / ".hydra").glob("resumed_*")
     assert OmegaConf.load(attempt / "config.yaml").data.train_fraction == 0.5, "the attempt records what it ran"
     assert OmegaConf.load(run / ".hydra" / "config.yaml").ckpt_path is None, "the run's first config is kept"
+
+
+def test_a_resumed_run_trains_what_an_uninterrupted_one_does(stopped):
+    """The same batches, augmentations and weights after the resume (the generators' states are checkpointed)."""
+    runs = (stopped["run"], stopped["ran_through"])
+    resumed, through = (torch.load(r / "checkpoints" / "last.ckpt", weights_only=True) for r in runs)
+    assert resumed["global_step"] == through["global_step"] == 3 * STEPS_PER_EPOCH
+    for key, weights in through["state_dict"].items():
+        assert torch.equal(resumed["state_dict"][key], weights), key
+    figures = [json.loads((r / "metrics.json").read_text()) for r in runs]
+    for key in ("val/acc_best", "test/acc", "test/nll", "temperature"):
+        assert figures[0][key] == figures[1][key], key
 
 
 def test_changing_what_the_run_trains_is_refused(stopped):
@@ -129,3 +144,11 @@ def test_a_run_saved_with_the_input_size_in_data_resumes_with_it_in_the_model(tm
     OmegaConf.save(OmegaConf.create(old_gan), tmp_path / "gan.yaml")
     cfg = saved_config(tmp_path / "gan.yaml")
     assert "image_size" not in cfg.data and "image_size" not in cfg.model and cfg.metrics.classifier.image_size == 28
+
+
+def test_an_exported_model_is_no_run_to_resume(tmp_path):
+    from fmnist.train import check_config
+
+    shipped = PROJECT_ROOT / "models" / "fmnist_resnet.safetensors"
+    with pytest.raises(UserError, match=r"resumes a run from its checkpoints/last.ckpt; a .safetensors file holds no"):
+        check_config(compose_cfg("train", [f"ckpt_path={shipped}"], tmp_path))

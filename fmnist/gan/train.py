@@ -21,6 +21,7 @@ from fmnist.data.synthetic import generate_set, save_synthetic
 from fmnist.gan.metrics import classification_accuracy_score, real_data_classifier, sample_quality, split_settings
 from fmnist.models.gan import GAN, plot_sample_grid
 from fmnist.models.generator_file import save_generator_file
+from fmnist.models.rng_state import RestoreRNG
 from fmnist.task import hydra_task, instantiate_group, task_run
 from fmnist.utils.errors import UserError, config_int
 from fmnist.utils.interrupt import resume_hint_on_interrupt
@@ -88,7 +89,10 @@ def train_gan(cfg: DictConfig) -> dict[str, float]:
     with task_run(cfg) as run, resume_hint_on_interrupt(run.dir):  # Ctrl-C/SIGTERM: print the resume command
         datamodule = instantiate(cfg.data, augment=None)
         gan: GAN = instantiate(cfg.model)
-        callbacks = instantiate_group(cfg.get("callbacks"))
+        callbacks = [
+            *instantiate_group(cfg.get("callbacks")),
+            RestoreRNG(),
+        ]  # a resumed run samples as one that ran through
         resolve_precision(cfg.trainer)
         trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=run.loggers)
         start = time.perf_counter()

@@ -29,7 +29,7 @@ from fmnist.dataset import CLASSES, FMNIST_STATS, to_unit_float
 from fmnist.models.components.weight_decay import weight_decay_groups
 from fmnist.models.tta import tta_logits
 from fmnist.utils.containers import plain
-from fmnist.utils.errors import values_of
+from fmnist.utils.errors import ConfigError, values_of
 
 
 def metric_suffix(class_name: str) -> str:
@@ -98,6 +98,8 @@ class Classifier(pl.LightningModule):
                 "scoring": plain(scoring),
             }
         )
+        if not 0.0 <= label_smoothing < 1.0:  # torch checks it only at the first training step, with a traceback
+            raise ConfigError(f"model.label_smoothing={label_smoothing}: choose a value in [0, 1), e.g. 0.1.")
         if input_norm not in INPUT_NORMS:
             raise ValueError(f"model.input_norm={input_norm!r}: choose one of {', '.join(INPUT_NORMS)}")
         if len(self.hparams.mean) not in (1, in_chans) or len(self.hparams.std) != len(self.hparams.mean):

@@ -33,7 +33,8 @@ AT_LEAST_ONE = ("threads", "top_k", "batch_size", "n_per_class")
 CONFIG_CAUSED = (TypeError, ValueError, MisconfigurationException)  # what a target raises for a value it refuses
 FULL_ERROR = "HYDRA_FULL_ERROR"  # Hydra's switch: "1" re-raises errors instead of printing them and exiting 1
 REQUIRED_EXAMPLES = {  # what to give for a value the entry config leaves required (???)
-    "ckpt_path": "ckpt_path=<a run's checkpoints/*.ckpt or a .safetensors model file; models/ holds the shipped ones>",
+    "ckpt_path": "ckpt_path=<a run directory, a run's checkpoints/*.ckpt or a .safetensors model file; models/ "
+    "holds the shipped ones>",
     "images": "images=<file, folder or glob>, e.g. images=photo.jpg or images='shots/*.jpg'",
     "runs": "the finished runs, e.g. 'runs=[<run>,<run>]' or 'runs=outputs/train/runs/*'",
     "teacher.runs": "the teachers' runs or model files, e.g. 'teacher.runs=[<run>,<run>]'",
