@@ -58,3 +58,14 @@ def test_hopeless_schedule_on_a_cpu_warns_with_the_models_cpu_preset(tiny_data, 
     logged = estimate_run(tiny_data, tmp_path, caplog, *small_resnet, hopeless)
     assert logged.startswith("WARNING Schedule estimate"), logged
     assert "on this CPU: use the CPU preset experiment=fast" in logged
+
+
+def test_a_frozen_warm_up_is_not_taken_for_the_whole_schedule(tiny_data, tmp_path, caplog):
+    """Timed during the warm-up, the estimate counts the later steps as whole-network steps; it is measured again
+    when the backbone starts training."""
+    timm = ["model=timm", "model.pretrained=false", "model.backbone.name=resnet10t", "model.image_size=32",
+            "trainer.max_epochs=2"]  # fmt: skip
+    logged = estimate_run(tiny_data, tmp_path, caplog, *timm).splitlines()
+    assert len(logged) == 2, logged
+    assert "the backbone is frozen until epoch 1, so the steps after it are counted at 3x these" in logged[0]
+    assert "frozen" not in logged[1] and "measured over 3 training steps" in logged[1]
