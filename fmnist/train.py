@@ -14,10 +14,11 @@ from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf
 
 from fmnist.models.calibration import calibrate_checkpoint
+from fmnist.models.classifier import Classifier
 from fmnist.models.rng_state import RestoreRNG
 from fmnist.models.tta import check_tta
 from fmnist.task import TaskRun, hydra_task, instantiate_group, task_run
-from fmnist.utils.errors import UserError
+from fmnist.utils.errors import ConfigError, UserError
 from fmnist.utils.interrupt import resume_hint_on_interrupt
 from fmnist.utils.io import read_classifier_checkpoint, scalar_metrics
 from fmnist.utils.loggers import log_images
@@ -52,6 +53,16 @@ def check_config(cfg: DictConfig) -> int:
             f"optimized_metric={metric}: the optimised metric must be a validation metric (e.g. val/acc_best); "
             "the test split is only scored once, at the end."
         )
+    monitored = {"optimized_metric": metric} | {
+        f"callbacks.{name}.monitor": node.get("monitor")
+        for name, node in (cfg.get("callbacks") or {}).items()
+        if isinstance(node, DictConfig)
+    }
+    for key, value in monitored.items():  # else Lightning stops after the first epoch, with a traceback
+        if value and value not in Classifier.EPOCH_METRICS:
+            raise ConfigError(
+                f"{key}={value}: training logs no such metric; choose {', '.join(Classifier.EPOCH_METRICS)}."
+            )
     if cfg.get("ckpt_path"):
         if Path(cfg.ckpt_path).suffix == ".safetensors":  # exported weights: no optimizer, schedule or epoch
             raise UserError(

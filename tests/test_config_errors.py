@@ -32,6 +32,7 @@ CLI_CASES = {
     "lr": ("train.py", ["model.optimizer.lr=abc"], ["model.optimizer.lr=abc", "expected a number"]),
     "max_epochs": ("train.py", ["trainer.max_epochs=-3"], ["trainer.max_epochs=-3", "non-negative integer or -1"]),
     "optimizer value": ("train.py", ["model.optimizer.lr=-1"], ["model.optimizer", "Invalid learning rate: -1"]),
+    "monitor": ("train.py", ["callbacks.model_checkpoint.monitor=val/foo"], ["monitor=val/foo", "logs no such metric"]),
     "label smoothing": ("train.py", ["model.label_smoothing=1.5"], ["model.label_smoothing=1.5", "in [0, 1)"]),
     "endless schedule": ("train.py", ["trainer.max_epochs=-1"], ["model.scheduler", "give it a trainer.max_time"]),
     "misspelled key": ("train.py", ["trainer.max_epoch=3"], ["trainer.max_epoch=3", "you mean trainer.max_epochs=3?"]),

@@ -51,6 +51,9 @@ def normalise(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, kind:
 
 
 class Classifier(pl.LightningModule):
+    # what training logs every epoch: the metrics a checkpoint, early stopping or a sweep can monitor
+    EPOCH_METRICS = ("val/acc", "val/acc_best", "val/loss", "train/acc", "train/loss")
+
     def __init__(
         self,
         backbone: dict,
