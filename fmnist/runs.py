@@ -8,7 +8,8 @@
   python scripts/runs.py --csv runs.csv  # also as CSV (never written unasked)
 
 A run is a directory with a .hydra/config.yaml. Its status: complete
-(metrics.json, written last), running (a live process on this machine holds
+(metrics.json, written last), debug (complete, but a debug= preset's: no
+result to rank), running (a live process on this machine holds
 one of its files open, as a job does its log), interrupted (checkpoints, no
 metrics.json: resumable), failed (neither: a launch error, or killed before its
 first checkpoint), ended (predict and export, which write no metrics.json).

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 from PIL import Image
 
 from fmnist import PROJECT_ROOT
@@ -58,8 +59,13 @@ def runs(tiny_data, tmp_path_factory) -> dict[str, Path]:
     )
     for run in (failed, running):
         shutil.copytree(complete / ".hydra", run / ".hydra")
+    debug = root / "train" / "runs" / "2026-01-04_00-00-00_000001"  # as `python train.py debug=fdr` leaves it
+    shutil.copytree(complete, debug)
+    hydra = OmegaConf.load(debug / ".hydra" / "hydra.yaml")
+    hydra.hydra.runtime.choices.debug = "fdr"
+    OmegaConf.save(hydra, debug / ".hydra" / "hydra.yaml")
     return {"root": root, "complete": complete, "predict": only_run_dir(root, "predict"), "interrupted": interrupted,
-            "failed": failed, "running": running}  # fmt: skip
+            "failed": failed, "running": running, "debug": debug}  # fmt: skip
 
 
 def label(run_dir: Path) -> str:
@@ -113,6 +119,7 @@ def test_all_shows_every_run_with_its_status(runs):
         label(runs["interrupted"]): ("train", "interrupted"),  # checkpoints, no metrics.json: resumable
         label(runs["failed"]): ("train", "failed"),  # nothing but .hydra/
         label(runs["running"]): ("train", "running"),
+        label(runs["debug"]): ("train", "debug"),  # complete, but a debug preset's: not on the leaderboard
     }, output
     # the same run once its process is gone: no checkpoint was written, so it failed
     assert statuses(leaderboard(runs["root"], "--all").stdout)[label(runs["running"])] == ("train", "failed")
@@ -124,7 +131,7 @@ def test_csv_is_written_when_asked_with_every_column(runs, tmp_path):
     assert f"CSV: {path}" in output
     with open(path, newline="") as f:
         rows = {Path(r["run_dir"]): r for r in csv.DictReader(f)}
-    assert set(rows) == {runs[k].resolve() for k in ("complete", "predict", "interrupted", "failed", "running")}
+    assert set(rows) == {r.resolve() for k, r in runs.items() if k != "root"}
     complete = rows[runs["complete"].resolve()]
     metrics = json.loads((runs["complete"] / "metrics.json").read_text())
     assert float(complete["test_acc"]) == pytest.approx(metrics["test/acc"]) and complete["status"] == "complete"

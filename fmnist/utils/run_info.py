@@ -86,6 +86,9 @@ def describe_run(run_dir: Path, held_open: set[Path] | None = None) -> dict[str,
         seed = None  # nothing in an ensemble is random
     if held_open is None:
         held_open = files_held_open(run_dir)
+    status = run_status(run_dir, task, held_open)
+    if status == "complete" and (choices.get("debug") or (config.get("trainer") or {}).get("fast_dev_run")):
+        status = "debug"  # a debug preset's figures (a batch or a few) are no result to rank
     return {
         "task": task,
         "model": model,
@@ -96,7 +99,7 @@ def describe_run(run_dir: Path, held_open: set[Path] | None = None) -> dict[str,
         "test_acc": metrics.get("test/acc"),
         "test_nll": metrics.get("test/nll"),
         "tta": metrics.get("tta"),  # how the test split was scored (train resolves `auto` when it tests)
-        "status": run_status(run_dir, task, held_open),
+        "status": status,
         "run_dir": str(run_dir),
         "overrides": " ".join(str(o) for o in overrides) if isinstance(overrides, list) else "",
     }
