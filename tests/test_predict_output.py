@@ -70,7 +70,10 @@ def test_probabilities_use_the_recorded_tta_and_temperature(scored_ckpt, test_im
     assert [r["energy"] for r in rows] == pytest.approx(energies, abs=1e-3)
     assert [r["uncertain"] for r in rows] == [e > 0.0 for e in energies]
     assert "tta flip · temperature 0.250 · uncertain above energy 0.00" in caplog.text  # the log names how it scored
-    overridden = run_predict(tmp_path, f"images={folder}", f"ckpt_path={scored_ckpt}", "tta=none")
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="fmnist"):
+        overridden = run_predict(tmp_path, f"images={folder}", f"ckpt_path={scored_ckpt}", "tta=none")
+    assert "fitted on validation with tta=flip; with other views the probabilities are calibrated only" in caplog.text
     with torch.no_grad():
         plain = (model(batch) / 0.25).softmax(1).max(1).values
     assert [r["probability"] for r in overridden] == pytest.approx(plain.tolist(), abs=1e-6)
@@ -92,7 +95,8 @@ def test_one_row_per_image_csv_json_and_the_long_layout(scored_ckpt, test_images
     run_predict(tmp_path, f"images={folder}", f"ckpt_path={scored_ckpt}", f"out={tmp_path / 'l.csv'}", "format=long")
     with open(tmp_path / "l.csv") as f:
         long = list(csv.DictReader(f))
-    assert list(long[0]) == ["input", "rank", "class", "index", "probability"] and len(long) == 9
+    assert list(long[0]) == ["file", "rank", "class", "index", "probability", "uncertain"] and len(long) == 9
+    assert long[0]["file"] == table[0]["file"] and long[0]["uncertain"] == table[0]["uncertain"]
 
 
 def test_the_table_names_inputs_within_their_shared_folder(random_ckpt, test_images, tmp_path, capsys):

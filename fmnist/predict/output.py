@@ -2,7 +2,8 @@
 
 `wide` (the default): one row per image, as timm's inference.py writes them: file, top-1 class and probability,
 then the other top-k classes and probabilities, the `uncertain` flag with its energy score, and the preprocessing.
-`long`: one row per (image, rank) in a CSV; in JSON one entry per image with its top-k list. The `wide` JSON keeps
+`long`: one row per (image, rank) in a CSV, the image's `uncertain` flag on each; in JSON one entry per image with
+its top-k list and flag. The `wide` JSON keeps
 the same fields as the CSV and adds how the model scored (`scoring`)."""
 
 from __future__ import annotations
@@ -31,13 +32,24 @@ def wide_row(row: dict) -> dict:
     cells = {k: row[k] for k in ("file", "class", "index", "probability", "energy", "preprocess")}
     for rank, top in enumerate(row["top"][1:], start=2):
         cells |= {f"class_{rank}": top["class"], f"probability_{rank}": top["probability"]}
-    cells["uncertain"] = "" if row["uncertain"] is None else str(row["uncertain"]).lower()  # "" = no threshold
+    cells["uncertain"] = flag(row)
     return cells
 
 
+LONG_COLUMNS = ["file", "rank", "class", "index", "probability", "uncertain"]
+
+
+def flag(row: dict) -> str:
+    return "" if row["uncertain"] is None else str(row["uncertain"]).lower()  # "" = no threshold
+
+
 def long_rows(rows: list[dict]) -> list[dict]:
-    """{"input", "rank", "class", "index", "probability"} per (image, rank)."""
-    return [{"input": row["file"], "rank": rank, **top} for row in rows for rank, top in enumerate(row["top"], 1)]
+    """LONG_COLUMNS per (image, rank)."""
+    return [
+        {"file": row["file"], "rank": rank, **top, "uncertain": flag(row)}
+        for row in rows
+        for rank, top in enumerate(row["top"], 1)
+    ]
 
 
 def write_predictions(path: Path, rows: list[dict], layout: str = "wide", scoring: dict | None = None) -> None:
@@ -45,13 +57,13 @@ def write_predictions(path: Path, rows: list[dict], layout: str = "wide", scorin
     top_k = len(rows[0]["top"]) if rows else 1
     with atomic_path(path) as tmp:
         if path.suffix == ".json" and layout == "long":
-            data = [{"input": row["file"], "top": row["top"]} for row in rows]
+            data = [{"file": row["file"], "top": row["top"], "uncertain": row["uncertain"]} for row in rows]
             tmp.write_text(json.dumps(data, indent=2) + "\n")
         elif path.suffix == ".json":
             tmp.write_text(json.dumps({"scoring": scoring or {}, "predictions": rows}, indent=2) + "\n")
         else:
             table = long_rows(rows) if layout == "long" else [wide_row(row) for row in rows]
-            names = ["input", "rank", "class", "index", "probability"] if layout == "long" else wide_columns(top_k)
+            names = LONG_COLUMNS if layout == "long" else wide_columns(top_k)
             with open(tmp, "w", newline="") as f:
                 writer = csv.DictWriter(f, fieldnames=names)
                 writer.writeheader()

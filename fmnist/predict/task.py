@@ -80,6 +80,9 @@ def gather(cfg: DictConfig) -> tuple[list[Item], list[tuple[Path, str]]]:
 def scoring_of(model: Classifier, cfg: DictConfig) -> dict:
     """How predictions are scored: the model's recorded TTA, temperature and threshold unless overridden."""
     recorded = model.hparams.get("scoring") or {}
+    if cfg.tta != "auto" and cfg.tta != model.tta and recorded:
+        log.warning(f"tta={cfg.tta}: the temperature and uncertainty threshold were fitted on validation with "
+                    f"tta={model.tta}; with other views the probabilities are calibrated only roughly.")  # fmt: skip
     model.tta = model.tta if cfg.tta == "auto" else cfg.tta
     threshold = recorded.get("uncertain_above") if cfg.uncertain_above == "auto" else cfg.uncertain_above
     if cfg.uncertain_above == "auto" and threshold is None:
@@ -125,7 +128,7 @@ def show(rows: list[dict], title: str) -> None:
     folder = shared_folder([row["file"] for row in rows])
     title = f"Predictions · {title}" + (f" · in {folder}" if folder else "")
     table = Table(title=title, title_justify="left")
-    table.add_column("input", overflow="fold")
+    table.add_column("file", overflow="fold")
     for rank in range(len(rows[0]["top"])):
         table.add_column("class" if rank == 0 else f"#{rank + 1}")
     table.add_column("uncertain")
