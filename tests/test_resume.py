@@ -107,6 +107,7 @@ def test_changing_what_the_run_trains_is_refused(stopped):
         assert line in output
     assert "threads:" not in output, "a safe setting is no difference"
     assert (run / "checkpoints" / "last.ckpt").read_bytes() == before and not (run / "metrics.json").exists()
+    assert not list((run / ".hydra").glob("resumed_*")), "a refused attempt leaves no config folder in the run"
 
 
 def test_safe_settings_apply_to_the_resumed_attempt(stopped):

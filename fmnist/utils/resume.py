@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import shlex
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -209,6 +210,17 @@ def resume_config(cfg: DictConfig) -> DictConfig:
     run = resumed_in_place(cfg.get("ckpt_path"), cfg.paths.output_dir) if HydraConfig.initialized() else None
     if run is None:
         return cfg  # a checkpoint outside a run directory starts a new run, configured by the command line
+    try:
+        saved = checked_resume(cfg, run)
+    except UserError:
+        discard_attempt()  # a refused attempt leaves no config folder in the run (its log keeps the message)
+        raise
+    record_attempt(saved)
+    return saved
+
+
+def checked_resume(cfg: DictConfig, run: Path) -> DictConfig:
+    """resume_config's work: the run's saved config with this attempt's safe changes, or the UserError refusing it."""
     saved_file = run / ".hydra" / "config.yaml"
     saved = saved_config(saved_file)
     gan_run = "generator" in (saved.get("model") or {})
@@ -253,17 +265,28 @@ def resume_config(cfg: DictConfig) -> DictConfig:
                     + " (it started with " + ", ".join(f"{k}={started[k]}" for k in machine)
                     + "): its numbers may differ slightly from an uninterrupted run.")  # fmt: skip
     log.info(f"Resuming {run} with its own config" + (f"; changed for this attempt: {changes}" if changes else ""))
-    record_attempt(saved)
     return saved
+
+
+def attempt_dir() -> Path | None:
+    """This resume attempt's `.hydra/resumed_<time>/` (where Hydra wrote its composed config), if it has one."""
+    hydra_cfg = HydraConfig.get()
+    attempt = Path(hydra_cfg.runtime.output_dir) / str(hydra_cfg.output_subdir)
+    return attempt if attempt.name.startswith("resumed_") and attempt.parent.name == ".hydra" else None
 
 
 def record_attempt(cfg: DictConfig) -> None:
     """Write the config this attempt really runs to its `.hydra/resumed_<time>/config.yaml` (Hydra wrote the
     composed one there); the run's first `.hydra/config.yaml` is never touched."""
-    hydra_cfg = HydraConfig.get()
-    attempt = Path(hydra_cfg.runtime.output_dir) / str(hydra_cfg.output_subdir)
-    if attempt.name.startswith("resumed_") and attempt.parent.name == ".hydra" and attempt.is_dir():
+    attempt = attempt_dir()
+    if attempt is not None and attempt.is_dir():
         OmegaConf.save({k: v for k, v in cfg.items() if k != "hydra"}, attempt / "config.yaml")
+
+
+def discard_attempt() -> None:
+    attempt = attempt_dir()
+    if attempt is not None:
+        shutil.rmtree(attempt, ignore_errors=True)
 
 
 def entry_command() -> str:
