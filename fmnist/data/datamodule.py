@@ -144,7 +144,9 @@ class FashionMNISTDataModule(pl.LightningDataModule):
     def test_dataloader(self) -> DataLoader:
         return self._loader(self.test_set, train=False)
 
-    def on_after_batch_transfer(self, batch, dataloader_idx: int = 0):
+    def on_after_batch_transfer(
+        self, batch: tuple[torch.Tensor, torch.Tensor], dataloader_idx: int = 0
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         images, labels = batch
         images = to_unit_float(images)
         if self.augment is not None and self.trainer is not None and self.trainer.training:

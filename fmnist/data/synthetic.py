@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Protocol
 
 import torch
 from safetensors import SafetensorError
@@ -91,9 +92,17 @@ def class_indices(classes: Sequence[int | str] | None) -> list[int]:
     return out
 
 
+class Sampler(Protocol):
+    """What generate_set needs of a generator (fmnist.models.gan.GAN, or a generator file's GeneratorSampler)."""
+
+    latent_dim: int
+
+    def sample(self, labels: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor: ...
+
+
 @torch.no_grad()
 def generate_set(
-    gan, n_per_class: int, classes: Sequence[int] | None = None, seed: int = 0, batch_size: int = 1000
+    gan: Sampler, n_per_class: int, classes: Sequence[int] | None = None, seed: int = 0, batch_size: int = 1000
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """n_per_class uint8 images of each class (sorted by class) from a GAN, with a seeded noise generator (the
     global random state is left alone)."""

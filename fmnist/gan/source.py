@@ -20,6 +20,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import torch
 from lightning.pytorch.utilities.seed import isolate_rng
 
 from fmnist.data.augment import BatchAugment
@@ -46,7 +47,9 @@ def check_split(trained_on: dict[str, Any], data: dict[str, Any] | None, path: P
         )
 
 
-def synthetic_source(source: str | None, shipped: str, n_per_class: int, gan_seed: int, data: dict | None):
+def synthetic_source(
+    source: str | None, shipped: str, n_per_class: int, gan_seed: int, data: dict | None
+) -> tuple[torch.Tensor, torch.Tensor, str]:
     """(uint8 images, labels, description) of the configured synthetic source."""
     if source is None:
         if not Path(shipped).is_file():

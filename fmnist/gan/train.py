@@ -17,6 +17,7 @@ from pathlib import Path
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from fmnist.data.datamodule import FashionMNISTDataModule
 from fmnist.data.synthetic import generate_set, save_synthetic
 from fmnist.gan.metrics import classification_accuracy_score, real_data_classifier, sample_quality, split_settings
 from fmnist.models.gan import GAN, plot_sample_grid
@@ -67,7 +68,9 @@ def write_samples(gan: GAN, run_dir: Path, metrics_cfg: DictConfig | None, seed:
     return grid, path
 
 
-def quality(gan: GAN, cfg: DictConfig, datamodule, synthetic: Path, run_dir: Path) -> dict[str, float]:
+def quality(
+    gan: GAN, cfg: DictConfig, datamodule: FashionMNISTDataModule, synthetic: Path, run_dir: Path
+) -> dict[str, float]:
     """CAS, Fréchet distance and agreement (fmnist.gan.metrics), on the real test split."""
     m = cfg.metrics
     trainer_kwargs = {"accelerator": cfg.trainer.accelerator, "precision": cfg.trainer.precision}

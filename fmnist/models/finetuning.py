@@ -15,6 +15,7 @@ from typing import Any
 
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import BaseFinetuning
+from torch import nn
 from torch.optim import Optimizer
 
 from fmnist.utils.errors import UserError
@@ -37,7 +38,7 @@ class FrozenBackboneWarmup(BaseFinetuning):
         self.train_bn = bool(train_bn)
 
     @staticmethod
-    def head(pl_module: pl.LightningModule):
+    def head(pl_module: pl.LightningModule) -> nn.Module:
         backbone = pl_module.backbone
         if not hasattr(backbone, "get_classifier"):
             raise UserError(

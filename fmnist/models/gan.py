@@ -22,7 +22,7 @@ classifier checkpoints by it), so `GAN.load_from_checkpoint(path, weights_only=T
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -86,7 +86,7 @@ def generator_loss(kind: str, fake: torch.Tensor) -> torch.Tensor:
     return -fake.mean() if kind == "hinge" else F.softplus(-fake).mean()  # non-saturating: -log sigmoid(fake)
 
 
-def ema_with_warmup(decay: float):
+def ema_with_warmup(decay: float) -> Callable[[list[torch.Tensor], list[torch.Tensor], torch.Tensor], None]:
     """An AveragedModel `multi_avg_fn`: EMA whose decay ramps up as min(decay, (1 + n) / (10 + n)) after n updates,
     so early samples are not dominated by the random initial weights (torch's get_ema_multi_avg_fn has no warm-up)."""
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from hydra.errors import InstantiationException
@@ -27,6 +27,9 @@ from torch import nn
 from fmnist.models.files import load_generator
 from fmnist.utils.errors import CheckpointError
 from fmnist.utils.io import atomic_path, check_targets, read_safetensors
+
+if TYPE_CHECKING:
+    from fmnist.models.gan import GAN
 
 FORMAT_KEY, FORMAT = "fmnist.format", "fmnist-generator-v1"
 GENERATOR_KEY, SPLIT_KEY, QUALITY_KEY = "fmnist.generator", "fmnist.split", "fmnist.quality"
@@ -51,7 +54,7 @@ class GeneratorSampler(nn.Module):
 
 
 def save_generator_file(
-    gan, path: str | Path, split: dict[str, Any], quality: dict[str, float] | None = None,
+    gan: GAN, path: str | Path, split: dict[str, Any], quality: dict[str, float] | None = None,
     dtype: torch.dtype = torch.float16,
 ) -> Path:  # fmt: skip
     """Write the GAN's sampling generator (EMA when it has one) to `path` atomically; returns the path."""
@@ -95,6 +98,6 @@ def is_generator_file(path: str | Path) -> bool:
         return False
 
 
-def load_any_generator(path: str | Path):
+def load_any_generator(path: str | Path) -> GAN | GeneratorSampler:
     """A generator file (.safetensors) or a `python gan.py` checkpoint (.ckpt); CheckpointError for anything else."""
     return load_generator_file(path) if str(path).endswith(".safetensors") else load_generator(path)

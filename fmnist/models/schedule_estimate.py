@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Any
 
 import lightning.pytorch as pl
 from lightning.pytorch.accelerators import CPUAccelerator
@@ -53,11 +54,15 @@ class ScheduleEstimate(pl.Callback):
         if self.measure_again_at is not None and trainer.current_epoch >= self.measure_again_at:
             self.measure_again_at, self.done, self.start, self.timed = None, False, None, 0
 
-    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch, batch_idx: int) -> None:
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
         if not self.done and self.start is None and batch_idx >= self.warmup_steps:
             self.start = time.perf_counter()
 
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         if self.done or self.start is None:
             return
         self.timed += 1

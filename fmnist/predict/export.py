@@ -17,6 +17,7 @@ import hashlib
 import json
 import logging
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -112,7 +113,7 @@ def export_torchscript(model: Classifier, path: Path) -> float:
         return parity(model, loaded)
 
 
-def parity(model: Classifier, exported) -> float:
+def parity(model: Classifier, exported: Callable[[torch.Tensor], torch.Tensor]) -> float:
     """Max abs logit difference over batches of 8 and 1; UserError above TOLERANCE (the file is then not kept)."""
     inputs = check_inputs()
     with torch.no_grad():

@@ -64,7 +64,9 @@ def background_plane(gray: np.ndarray) -> np.ndarray:
     return coefficients[0] + coefficients[1] * xs + coefficients[2] * ys
 
 
-def bounding_box(gray: np.ndarray, background: float, tolerance: float = BACKGROUND_TOLERANCE):
+def bounding_box(
+    gray: np.ndarray, background: float, tolerance: float = BACKGROUND_TOLERANCE
+) -> tuple[int, int, int, int] | None:
     """(top, bottom, left, right), end-exclusive, of the pixels farther than `tolerance` x 255 from `background`;
     None when there are none."""
     mask = np.abs(gray.astype(np.int16) - background) > tolerance * 255
