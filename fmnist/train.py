@@ -58,11 +58,10 @@ def check_config(cfg: DictConfig) -> int:
         for name, node in (cfg.get("callbacks") or {}).items()
         if isinstance(node, DictConfig)
     }
+    logged = (*Classifier.EPOCH_METRICS, "epoch", "step")  # and Lightning's counters
     for key, value in monitored.items():  # else Lightning stops after the first epoch, with a traceback
-        if value and value not in Classifier.EPOCH_METRICS:
-            raise ConfigError(
-                f"{key}={value}: training logs no such metric; choose {', '.join(Classifier.EPOCH_METRICS)}."
-            )
+        if value and value not in logged:
+            raise ConfigError(f"{key}={value}: training logs no such metric; choose {', '.join(logged)}.")
     if cfg.get("ckpt_path"):
         if Path(cfg.ckpt_path).suffix == ".safetensors":  # exported weights: no optimizer, schedule or epoch
             raise UserError(
