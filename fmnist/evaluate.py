@@ -23,9 +23,10 @@ from fmnist.robustness import check_corruptions, check_settings, evaluate_corrup
 from fmnist.task import hydra_task, task_run
 from fmnist.utils.containers import as_list
 from fmnist.utils.errors import UserError
-from fmnist.utils.io import run_dir_of, scalar_metrics, scored_checkpoint
+from fmnist.utils.io import scalar_metrics
 from fmnist.utils.loggers import log_images
 from fmnist.utils.plots import plot_confusion_matrix, plot_learning_curves
+from fmnist.utils.run_info import run_dir_of, scored_checkpoint
 from fmnist.utils.runtime import cpu_has_bf16, resolve_precision
 
 log = logging.getLogger("fmnist")

@@ -9,7 +9,7 @@ from typing import Any
 from omegaconf import ListConfig, OmegaConf
 
 from fmnist import PACKAGE_DIR, PROJECT_ROOT
-from fmnist.utils.io import run_dir_of
+from fmnist.utils.run_info import run_dir_of
 
 
 def _resume_dir(ckpt_path: str | None, default: str) -> str:

@@ -15,8 +15,7 @@ from fmnist.models.classifier import Classifier
 from fmnist.models.files import load_with_split, split_conflict
 from fmnist.models.tta import tta_logits
 from fmnist.utils.errors import UserError
-from fmnist.utils.io import run_dir_of
-from fmnist.utils.run_info import describe_run
+from fmnist.utils.run_info import describe_run, run_dir_of
 
 SHARED_KEYS = (*VAL_SPLIT_KEYS, "checksums")  # members must agree on these: the same validation images
 

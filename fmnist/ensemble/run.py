@@ -23,7 +23,7 @@ from fmnist.models.tta import check_tta
 from fmnist.task import hydra_task, task_run
 from fmnist.utils.containers import as_list
 from fmnist.utils.errors import UserError, config_int
-from fmnist.utils.io import expand_runs
+from fmnist.utils.run_info import expand_runs
 
 log = logging.getLogger("fmnist")
 

@@ -31,7 +31,8 @@ from fmnist.ensemble.members import load_members, predict
 from fmnist.models.tta import check_tta
 from fmnist.task import hydra_task, task_run
 from fmnist.utils.errors import UserError, config_int
-from fmnist.utils.io import check_output_path, expand_runs
+from fmnist.utils.io import check_output_path
+from fmnist.utils.run_info import expand_runs
 
 log = logging.getLogger("fmnist")
 

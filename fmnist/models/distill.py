@@ -28,7 +28,7 @@ from fmnist.models.classifier import Classifier
 from fmnist.models.files import load_with_split, split_conflict
 from fmnist.utils.containers import plain
 from fmnist.utils.errors import UserError
-from fmnist.utils.io import expand_runs
+from fmnist.utils.run_info import expand_runs
 
 log = logging.getLogger("fmnist")
 

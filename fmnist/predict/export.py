@@ -41,7 +41,8 @@ from fmnist.models.tta import check_tta
 from fmnist.predict.preprocess import BACKGROUND_TOLERANCE
 from fmnist.task import hydra_task
 from fmnist.utils.errors import UserError
-from fmnist.utils.io import atomic_path, check_output_path, scored_checkpoint
+from fmnist.utils.io import atomic_path, check_output_path
+from fmnist.utils.run_info import scored_checkpoint
 from fmnist.utils.runtime import setup_runtime
 
 log = logging.getLogger("fmnist")

@@ -31,7 +31,8 @@ from fmnist.predict.output import FORMATS, save_grid, write_predictions
 from fmnist.predict.preprocess import MODES
 from fmnist.task import hydra_task
 from fmnist.utils.errors import DataError, UserError, config_int
-from fmnist.utils.io import check_output_path, scored_checkpoint
+from fmnist.utils.io import check_output_path
+from fmnist.utils.run_info import scored_checkpoint
 from fmnist.utils.runtime import setup_runtime
 
 log = logging.getLogger("fmnist")

@@ -23,7 +23,7 @@ from hydra.core.override_parser.types import Override
 from omegaconf import Container, DictConfig, OmegaConf, open_dict
 
 from fmnist.utils.errors import UserError
-from fmnist.utils.io import run_dir_of
+from fmnist.utils.run_info import run_dir_of
 
 log = logging.getLogger("fmnist")
 

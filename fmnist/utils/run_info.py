@@ -1,15 +1,19 @@
 """What a run directory was (task, model, aug, seed, overrides, from its .hydra/), what it scored (metrics.json,
-written last) and where it stands (complete, running, interrupted, failed). Read by the `fmnist-runs` leaderboard
-and by the ensemble to name its members. Imports no torch: the listing stays fast."""
+written last), where it stands (complete, running, interrupted, failed) and which checkpoint of it a command takes.
+Read by the `fmnist-runs` leaderboard, by the ensemble to name its members and by every command given a run. Imports
+no torch: the listing stays fast."""
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from fmnist.utils.errors import CheckpointError, UserError
 
 # tasks that leave no metrics.json when they succeed (they write their outputs and stop): without one they "ended"
 NO_RESULT_FILE_TASKS = ("predict", "export")
@@ -75,8 +79,6 @@ def describe_run(run_dir: Path, held_open: set[Path] | None = None) -> dict[str,
     seed = metrics.get("seed", seed)
     epochs = metrics.get("epochs")
     if metrics.get("ckpt_path"):  # eval: describe the run that trained the checkpoint
-        from fmnist.utils.io import run_dir_of  # here: it imports torch, which the listing otherwise needs not
-
         source = run_dir_of(metrics["ckpt_path"])
         if source is not None and source != run_dir:
             trained = describe_run(source, held_open=set())
@@ -103,3 +105,59 @@ def describe_run(run_dir: Path, held_open: set[Path] | None = None) -> dict[str,
         "run_dir": str(run_dir),
         "overrides": " ".join(str(o) for o in overrides) if isinstance(overrides, list) else "",
     }
+
+
+def run_dir_of(ckpt_path: str | Path | None) -> Path | None:
+    """The run directory a checkpoint belongs to (<run>/checkpoints/x.ckpt with <run>/.hydra), else None."""
+    if not ckpt_path:
+        return None
+    path = Path(ckpt_path).resolve()
+    run = path.parent.parent
+    if path.parent.name == "checkpoints" and (run / ".hydra").is_dir():
+        return run
+    return None
+
+
+def checkpoint_of(path: Path, which: str) -> Path:
+    """A run directory -> its checkpoints/<which>.ckpt; a checkpoint file -> itself."""
+    if path.is_file():
+        return path
+    if path.is_dir():
+        ckpt = path / "checkpoints" / f"{which}.ckpt"
+        if ckpt.is_file():
+            return ckpt
+        raise CheckpointError(
+            f"Run {path} has no checkpoints/{which}.ckpt (an unfinished or failed run, or not a training run). "
+            "Pass a run that finished, or a checkpoint file instead."
+        )
+    raise UserError(f"runs: {path} does not exist. Pass run directories, checkpoint files or a glob.")
+
+
+def scored_checkpoint(ckpt_path: str) -> str:
+    """What eval, predict and export score: a run directory -> the checkpoint validation chose
+    (checkpoints/best.ckpt); a file as given."""
+    path = Path(ckpt_path).expanduser()
+    return str(checkpoint_of(path, "best")) if path.is_dir() else ckpt_path
+
+
+def expand_runs(runs: str | list[str], which: str = "best", at_least: int = 2) -> list[Path]:
+    """Run directories, checkpoint files and globs (e.g. outputs/train/multiruns/<ts>/*) -> checkpoint paths.
+    A glob's matches that are neither directories nor model files (a multirun's multirun.yaml) are skipped."""
+    if which not in ("best", "last"):
+        raise UserError(f"checkpoint={which!r}: choose best or last.")
+    entries = [runs] if isinstance(runs, str) else list(runs)
+    paths: list[Path] = []
+    for entry in entries:
+        pattern = os.path.expanduser(str(entry))
+        matches = [pattern]
+        if any(c in pattern for c in "*?["):
+            matches = [
+                m for m in sorted(glob.glob(pattern)) if os.path.isdir(m) or m.endswith((".ckpt", ".safetensors"))
+            ]
+            if not matches:
+                raise UserError(f"runs: {entry} matches no run directory or checkpoint.")
+        paths += [checkpoint_of(Path(m), which).resolve() for m in matches]
+    paths = list(dict.fromkeys(paths))
+    if len(paths) < at_least:
+        raise UserError(f"runs={entries} gives {len(paths)} checkpoint(s); at least {at_least} are needed.")
+    return paths
