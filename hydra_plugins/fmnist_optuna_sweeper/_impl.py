@@ -135,7 +135,7 @@ class OptunaSweeperImpl(Sweeper):
                 extra.append(f"logger.wandb.name={quote(f'trial-{number}')}")
         return extra
 
-    def _trial_id(self, trial: optuna.Trial) -> int:
+    def trial_id_of(self, trial: optuna.Trial) -> int:
         """The storage's id of a trial of this study (what heartbeats are recorded under)."""
         assert self.storage is not None and self.study_id is not None
         return self.storage.get_trial_id_from_study_id_trial_number(self.study_id, trial.number)
@@ -143,7 +143,7 @@ class OptunaSweeperImpl(Sweeper):
     def _stored(self, trial: optuna.Trial) -> FrozenTrial:
         """The trial as the storage holds it now: another worker may have failed it, or enqueued it as a retry."""
         assert self.storage is not None
-        return self.storage.get_trial(self._trial_id(trial))
+        return self.storage.get_trial(self.trial_id_of(trial))
 
     # --- the loop --------------------------------------------------------------------------------------------------
     def _sweep(self, arguments: list[str]) -> list[JobReturn]:
@@ -179,7 +179,7 @@ class OptunaSweeperImpl(Sweeper):
                     break
                 fail_stale_trials(study, self.storage)  # a dead worker's trial: FAIL, re-enqueued for the asks below
                 batch = [ask(study, space.distributions) for _ in range(min(n_jobs, n_trials - done))]
-                with Heartbeat(self.storage, [self._trial_id(t) for t in batch]):  # until every trial is told
+                with Heartbeat(self.storage, [self.trial_id_of(t) for t in batch]):  # until every trial is told
                     states = self._run_batch(study, space, batch, run_base, sweep_dir, metric, returns)
                 done += sum(state is not None for state in states)
                 lost += sum(state is None for state in states)
