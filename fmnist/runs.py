@@ -134,8 +134,11 @@ def build_table(rows: list[dict[str, Any]], every: bool, wide: bool) -> Table:
         numeric = key in NUMERIC
         table.add_column(header, justify="right" if numeric else "left", no_wrap=True, overflow="ellipsis",
                          max_width=width, min_width=len(header) if numeric else None)  # fmt: skip
+    run_width = next(width for key, _, width in columns if key == "run")
     for row in rows:
         shown = {**row, "overrides": experiment_overrides(row["overrides"])}  # where-things-are: only in the CSV
+        if run_width and len(row["run"]) > run_width:  # a long path: its end tells runs apart, not its start
+            shown["run"] = "…" + row["run"][1 - run_width :]
         table.add_row(*(cell(key, shown[key]) for key, _, _ in columns))
     return table
 

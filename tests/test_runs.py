@@ -169,3 +169,10 @@ def test_a_training_run_under_another_task_name_is_still_a_training_run(runs, tm
     assert [row[0].strip() for row in rows] == ["default/seed0"]
     listed = statuses(leaderboard(tmp_path, "--all", "--task", "train").stdout)
     assert listed == {"default/seed0": ("train", "complete")}
+
+
+def test_a_long_run_path_keeps_its_distinguishing_end(runs, tmp_path):
+    for name in ("lr_0.1", "lr_0.2"):
+        shutil.copytree(runs["complete"], tmp_path / "ablations" / "learning_rate_sweep" / name)
+    listed = statuses(leaderboard(tmp_path, "--all").stdout)
+    assert sorted(listed) == ["…ate_sweep/lr_0.1", "…ate_sweep/lr_0.2"], listed
