@@ -1,4 +1,4 @@
-"""Re-evaluate a checkpoint: `python eval.py ckpt_path=<run>/checkpoints/best.ckpt [splits=[val,test]]`."""
+"""Re-evaluate a run or a checkpoint: `python eval.py ckpt_path=<run>[/checkpoints/best.ckpt] [splits=[val,test]]`."""
 
 from fmnist.evaluate import main
 

@@ -1,5 +1,5 @@
-"""`python eval.py ckpt_path=<checkpoint> [splits=[val,test]]`: re-score a checkpoint (a Lightning .ckpt or an
-exported .safetensors model) in a run directory of its own.
+"""`python eval.py ckpt_path=<checkpoint> [splits=[val,test]]`: re-score a checkpoint (a Lightning .ckpt, a run
+directory's best.ckpt or an exported .safetensors model) in a run directory of its own.
 
 The checkpoint rebuilds its model by itself (loaded with weights_only=True) and brings the split settings it was
 trained with, so its validation split is the same one it was selected on. It also brings how its run scored it
@@ -52,7 +52,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         raise UserError(f"splits={splits}: choose from val and test, e.g. splits=[val,test].")
     if cfg.tta != "auto":
         check_tta(cfg.tta)
-    if cfg.get("corruptions") is not None:  # a wrong name (or none: []) fails before anything loads
+    if cfg.get("corruptions") not in (None, False):  # a wrong name (or none: []) fails before anything loads
         check_corruptions(cfg.corruptions)
         check_settings(cfg.robustness)
     model, trained_with = load_trained(cfg.ckpt_path)  # a .ckpt, or an exported .safetensors (the shipped ones)
@@ -77,7 +77,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
                 model.confusion, model.hparams.class_names, run.dir / name,
                 f"{Path(cfg.ckpt_path).name} — {split} accuracy {metrics[f'{split}/acc']:.4f}",
             )  # fmt: skip
-        if cfg.get("corruptions") is not None:  # the corruption suite (fmnist.robustness, docs/robustness.md)
+        if cfg.get("corruptions") not in (None, False):  # the corruption suite (fmnist.robustness, docs/robustness.md)
             figures |= evaluate_corruptions(cfg, model, datamodule, run.dir, run.loggers, metrics)
         trained_in = run_dir_of(cfg.ckpt_path)
         if trained_in is not None and (trained_in / "metrics.csv").is_file():

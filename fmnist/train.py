@@ -23,7 +23,7 @@ from fmnist.utils.interrupt import resume_hint_on_interrupt
 from fmnist.utils.io import read_classifier_checkpoint, scalar_metrics
 from fmnist.utils.loggers import log_images
 from fmnist.utils.plots import plot_confusion_matrix, plot_learning_curves
-from fmnist.utils.resume import resume_config, resumed_choices
+from fmnist.utils.resume import discarded_if_refused, resume_config, resumed_choices
 from fmnist.utils.runtime import resolve_precision
 
 log = logging.getLogger("fmnist")
@@ -128,7 +128,8 @@ def write_figures(run: TaskRun, model: pl.LightningModule, metrics: dict, title:
 
 def train(cfg: DictConfig) -> float | None:
     cfg = resume_config(cfg)  # a run resumed in place trains with its own saved config
-    resumed_step = check_config(cfg)
+    with discarded_if_refused():  # a refused resume attempt leaves no config folder in the run
+        resumed_step = check_config(cfg)
     with task_run(cfg) as run, resume_hint_on_interrupt(run.dir):  # Ctrl-C/SIGTERM: print the resume command
         datamodule, model, trainer = build(cfg, run.loggers)
         model.tta = resolve_tta(cfg)  # the final test only; validation never uses it

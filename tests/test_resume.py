@@ -108,6 +108,12 @@ def test_changing_what_the_run_trains_is_refused(stopped):
     assert "threads:" not in output, "a safe setting is no difference"
     assert (run / "checkpoints" / "last.ckpt").read_bytes() == before and not (run / "metrics.json").exists()
     assert not list((run / ".hydra").glob("resumed_*")), "a refused attempt leaves no config folder in the run"
+    damaged = stopped["root"] / "damaged"
+    shutil.copytree(run, damaged)
+    (damaged / "checkpoints" / "last.ckpt").write_bytes(before[: len(before) // 2])
+    result = run_cli("train.py", f"ckpt_path={damaged / 'checkpoints' / 'last.ckpt'}")
+    assert result.returncode == 2 and "Traceback" not in result.stdout + result.stderr
+    assert not list((damaged / ".hydra").glob("resumed_*")), "nor one refused by the task's own checks"
 
 
 def test_safe_settings_apply_to_the_resumed_attempt(stopped):

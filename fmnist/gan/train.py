@@ -28,7 +28,7 @@ from fmnist.utils.errors import UserError, config_int
 from fmnist.utils.interrupt import resume_hint_on_interrupt
 from fmnist.utils.io import read_gan_checkpoint, scalar_metrics
 from fmnist.utils.loggers import log_images
-from fmnist.utils.resume import resume_config
+from fmnist.utils.resume import discarded_if_refused, resume_config
 from fmnist.utils.runtime import resolve_precision
 
 log = logging.getLogger("fmnist")
@@ -88,7 +88,8 @@ def quality(
 
 def train_gan(cfg: DictConfig) -> dict[str, float]:
     cfg = resume_config(cfg)  # a run resumed in place trains with its own saved config
-    start_epoch = check_config(cfg)
+    with discarded_if_refused():  # a refused resume attempt leaves no config folder in the run
+        start_epoch = check_config(cfg)
     with task_run(cfg) as run, resume_hint_on_interrupt(run.dir):  # Ctrl-C/SIGTERM: print the resume command
         datamodule = instantiate(cfg.data, augment=None)
         gan: GAN = instantiate(cfg.model)

@@ -4,7 +4,9 @@ batches, augmentations and dropout masks as one that ran through, so its figures
 Lightning checkpoints the model, optimizer, schedule and loops but not the global generators: a resumed run starts
 them again from `seed`, so its shuffling (the DataLoader's sampler draws from torch's generator every epoch), batched
 augmentation and dropout differ from the uninterrupted run's from the resumed epoch on. The states are kept as
-tensors and plain numbers, which the checkpoints' weights_only loading accepts.
+tensors and plain numbers, which the checkpoints' weights_only loading accepts (Lightning's own collector, private
+to it, keeps numpy's as an array, which that loading refuses). Under DDP every rank starts from the same seed, so the
+saving rank's states (its own CUDA device's included) are every rank's.
 """
 
 from __future__ import annotations
@@ -12,13 +14,15 @@ from __future__ import annotations
 import random
 from typing import Any
 
+import lightning.pytorch as pl
 import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.trainer.states import TrainerFn
 
 
 def rng_states() -> dict[str, Any]:
-    """torch's (CPU, and CUDA when in use), numpy's and Python's global generator states."""
+    """torch's (CPU, and the current CUDA device's when in use), numpy's and Python's global generator states."""
     kind, keys, pos, has_gauss, cached = np.random.get_state()
     states = {
         "torch": torch.get_rng_state(),
@@ -26,28 +30,29 @@ def rng_states() -> dict[str, Any]:
         "python": random.getstate(),
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
-        states["cuda"] = torch.cuda.get_rng_state_all()
+        states["cuda"] = torch.cuda.get_rng_state()
     return states
 
 
 def set_rng_states(states: dict[str, Any]) -> None:
-    """Restore what rng_states() returned (CUDA's only where this run uses as many CUDA devices)."""
+    """Restore what rng_states() returned (CUDA's to the current device, when this run uses one)."""
     torch.set_rng_state(states["torch"])
     kind, keys, pos, has_gauss, cached = states["numpy"]
     np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
     version, internal, gauss = states["python"]
     random.setstate((version, tuple(internal), gauss))
-    cuda = states.get("cuda")
-    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(cuda)
+    if states.get("cuda") is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.set_rng_state(states["cuda"])
 
 
 class RestoreRNG(Callback):
-    """Saves the generators' states with each checkpoint; restores them when a fit resumes from one."""
+    """Saves the generators' states with each checkpoint; restores them when a fit resumes from one. Restoring a
+    checkpoint to test it changes nothing."""
 
     def state_dict(self) -> dict[str, Any]:
         return rng_states()
 
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        if state_dict:  # checkpoints written before the states were kept resume as before
-            set_rng_states(state_dict)
+    def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
+        states = (checkpoint.get("callbacks") or {}).get(self.state_key)
+        if trainer.state.fn == TrainerFn.FITTING and states:  # checkpoints from before they were kept: as before
+            set_rng_states(states)

@@ -90,8 +90,9 @@ class ScheduleEstimate(pl.Callback):
         per_epoch = seconds_per_step * trainer.num_training_batches
         steps = self.steps_left(trainer)
         total, frozen = seconds_per_step * steps, ""
-        if (unfreeze := self.frozen_until(trainer)) is not None:
-            warm = min(steps, (unfreeze - trainer.current_epoch) * int(trainer.num_training_batches))
+        unfreeze = self.frozen_until(trainer)
+        warm = steps if unfreeze is None else (unfreeze - trainer.current_epoch) * int(trainer.num_training_batches)
+        if warm < steps:  # the backbone trains before the schedule ends
             total += (FULL_STEP - 1) * seconds_per_step * (steps - warm)
             self.measure_again_at = unfreeze
             frozen = (f"; the backbone is frozen until epoch {unfreeze}, so the steps after it are counted at "

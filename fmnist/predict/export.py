@@ -1,4 +1,4 @@
-"""`python export.py ckpt_path=<ckpt> format=onnx|torchscript|safetensors`: a trained classifier for use elsewhere.
+"""`python export.py ckpt_path=<ckpt or run> format=onnx|torchscript|safetensors`: a classifier for use elsewhere.
 
 The ONNX and TorchScript models take one input `images`: float32 of shape (B, 1, 28, 28), values in [0, 1] (0 =
 background, light object on black like Fashion-MNIST), B free (a dynamic batch axis); they output `logits` (B, 10).

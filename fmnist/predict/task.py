@@ -82,7 +82,7 @@ def scoring_of(model: Classifier, cfg: DictConfig) -> dict:
     """How predictions are scored: the model's recorded TTA, temperature and threshold unless overridden."""
     recorded = model.hparams.get("scoring") or {}
     if cfg.tta != "auto" and cfg.tta != model.tta and recorded:
-        log.warning(f"tta={cfg.tta}: the temperature and uncertainty threshold were fitted on validation with "
+        log.warning(f"tta={cfg.tta}: the temperature (and the uncertainty threshold) were fitted on validation with "
                     f"tta={model.tta}; with other views the probabilities are calibrated only roughly.")  # fmt: skip
     model.tta = model.tta if cfg.tta == "auto" else cfg.tta
     threshold = recorded.get("uncertain_above") if cfg.uncertain_above == "auto" else cfg.uncertain_above

@@ -14,6 +14,8 @@ import os
 import shlex
 import shutil
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -210,11 +212,8 @@ def resume_config(cfg: DictConfig) -> DictConfig:
     run = resumed_in_place(cfg.get("ckpt_path"), cfg.paths.output_dir) if HydraConfig.initialized() else None
     if run is None:
         return cfg  # a checkpoint outside a run directory starts a new run, configured by the command line
-    try:
+    with discarded_if_refused():  # (its log keeps the message)
         saved = checked_resume(cfg, run)
-    except UserError:
-        discard_attempt()  # a refused attempt leaves no config folder in the run (its log keeps the message)
-        raise
     record_attempt(saved)
     return saved
 
@@ -270,6 +269,8 @@ def checked_resume(cfg: DictConfig, run: Path) -> DictConfig:
 
 def attempt_dir() -> Path | None:
     """This resume attempt's `.hydra/resumed_<time>/` (where Hydra wrote its composed config), if it has one."""
+    if not HydraConfig.initialized():
+        return None
     hydra_cfg = HydraConfig.get()
     attempt = Path(hydra_cfg.runtime.output_dir) / str(hydra_cfg.output_subdir)
     return attempt if attempt.name.startswith("resumed_") and attempt.parent.name == ".hydra" else None
@@ -283,10 +284,16 @@ def record_attempt(cfg: DictConfig) -> None:
         OmegaConf.save({k: v for k, v in cfg.items() if k != "hydra"}, attempt / "config.yaml")
 
 
-def discard_attempt() -> None:
-    attempt = attempt_dir()
-    if attempt is not None:
-        shutil.rmtree(attempt, ignore_errors=True)
+@contextmanager
+def discarded_if_refused() -> Iterator[None]:
+    """A resume attempt refused inside (by resume_config or the task's own checks) leaves no config folder in the
+    run."""
+    try:
+        yield
+    except UserError:
+        if (attempt := attempt_dir()) is not None:
+            shutil.rmtree(attempt, ignore_errors=True)
+        raise
 
 
 def entry_command() -> str:

@@ -1,7 +1,7 @@
 """What a run directory was (task, model, aug, seed, overrides, from its .hydra/), what it scored (metrics.json,
-written last), where it stands (complete, running, interrupted, failed) and which checkpoint of it a command takes.
-Read by the `fmnist-runs` leaderboard, by the ensemble to name its members and by every command given a run. Imports
-no torch: the listing stays fast."""
+written last), where it stands (complete, debug, running, interrupted, failed, ended) and which checkpoint of it a
+command takes. Read by the `fmnist-runs` leaderboard, by the ensemble to name its members and by every command given a
+run. Imports no torch itself."""
 
 from __future__ import annotations
 
@@ -128,7 +128,7 @@ def checkpoint_of(path: Path, which: str) -> Path:
             return ckpt
         raise CheckpointError(
             f"Run {path} has no checkpoints/{which}.ckpt (an unfinished or failed run, or not a training run). "
-            "Pass a run that finished, or a checkpoint file instead."
+            "Pass a run that finished or a checkpoint file (in runs=: or leave that run out)."
         )
     raise UserError(f"runs: {path} does not exist. Pass run directories, checkpoint files or a glob.")
 
@@ -137,6 +137,8 @@ def scored_checkpoint(ckpt_path: str) -> str:
     """What eval, predict and export score: a run directory -> the checkpoint validation chose
     (checkpoints/best.ckpt); a file as given."""
     path = Path(ckpt_path).expanduser()
+    if path.is_dir() and (path / "best.ckpt").is_file():  # the run's checkpoints/ folder
+        return str(path / "best.ckpt")
     return str(checkpoint_of(path, "best")) if path.is_dir() else ckpt_path
 
 
