@@ -266,7 +266,7 @@ def test_a_run_folder_without_a_checkpoint_or_an_unwritable_out_is_refused_with_
     (run / "checkpoints" / "last.ckpt").write_bytes(random_ckpt.read_bytes())
     (tmp_path / "a_file").write_text("")
     cases = {  # what was given -> what the one message must say
-        (f"ckpt_path={run}",): f"Run {run} has no checkpoints/best.ckpt (an unfinished or failed run",
+        (f"ckpt_path={run}",): f"ckpt_path={run} is a folder without checkpoints/best.ckpt (an unfinished or failed",
         (f"ckpt_path={random_ckpt}", f"out={tmp_path / 'a_file' / 'p.csv'}"): "a_file is a file, not a folder",
     }
     for overrides, message in cases.items():

@@ -93,10 +93,8 @@ def train_gan(cfg: DictConfig) -> dict[str, float]:
     with task_run(cfg) as run, resume_hint_on_interrupt(run.dir):  # Ctrl-C/SIGTERM: print the resume command
         datamodule = instantiate(cfg.data, augment=None)
         gan: GAN = instantiate(cfg.model)
-        callbacks = [
-            *instantiate_group(cfg.get("callbacks")),
-            RestoreRNG(),
-        ]  # a resumed run samples as one that ran through
+        # RestoreRNG: a resumed run samples as one that ran through
+        callbacks = [*instantiate_group(cfg.get("callbacks")), RestoreRNG()]
         resolve_precision(cfg.trainer)
         trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=run.loggers)
         start = time.perf_counter()

@@ -3,8 +3,7 @@
 `wide` (the default): one row per image, as timm's inference.py writes them: file, top-1 class and probability,
 then the other top-k classes and probabilities, the `uncertain` flag with its energy score, and the preprocessing.
 `long`: one row per (image, rank) in a CSV, the image's `uncertain` flag on each; in JSON one entry per image with
-its top-k list and flag. The `wide` JSON keeps
-the same fields as the CSV and adds how the model scored (`scoring`)."""
+its top-k list and flag. The `wide` JSON keeps the same fields as the CSV and adds how the model scored (`scoring`)."""
 
 from __future__ import annotations
 

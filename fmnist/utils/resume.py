@@ -212,7 +212,7 @@ def resume_config(cfg: DictConfig) -> DictConfig:
     run = resumed_in_place(cfg.get("ckpt_path"), cfg.paths.output_dir) if HydraConfig.initialized() else None
     if run is None:
         return cfg  # a checkpoint outside a run directory starts a new run, configured by the command line
-    with discarded_if_refused():  # (its log keeps the message)
+    with discarded_if_refused():  # the refusal's message stays in the run's log
         saved = checked_resume(cfg, run)
     record_attempt(saved)
     return saved

@@ -128,18 +128,24 @@ def checkpoint_of(path: Path, which: str) -> Path:
             return ckpt
         raise CheckpointError(
             f"Run {path} has no checkpoints/{which}.ckpt (an unfinished or failed run, or not a training run). "
-            "Pass a run that finished or a checkpoint file (in runs=: or leave that run out)."
+            "Remove it from runs=, or pass a checkpoint file instead."
         )
     raise UserError(f"runs: {path} does not exist. Pass run directories, checkpoint files or a glob.")
 
 
 def scored_checkpoint(ckpt_path: str) -> str:
-    """What eval, predict and export score: a run directory -> the checkpoint validation chose
-    (checkpoints/best.ckpt); a file as given."""
+    """What eval, predict and export score: a run directory (or its checkpoints/ folder) -> the checkpoint
+    validation chose, best.ckpt; a file as given."""
     path = Path(ckpt_path).expanduser()
-    if path.is_dir() and (path / "best.ckpt").is_file():  # the run's checkpoints/ folder
-        return str(path / "best.ckpt")
-    return str(checkpoint_of(path, "best")) if path.is_dir() else ckpt_path
+    if not path.is_dir():
+        return ckpt_path
+    for best in (path / "checkpoints" / "best.ckpt", path / "best.ckpt"):  # a run, or its checkpoints/ folder
+        if best.is_file():
+            return str(best)
+    raise CheckpointError(
+        f"ckpt_path={ckpt_path} is a folder without checkpoints/best.ckpt (an unfinished or failed run, or not a "
+        "run). Pass a finished run's directory, a .ckpt file or a .safetensors model (models/ holds the shipped ones)."
+    )
 
 
 def expand_runs(runs: str | list[str], which: str = "best", at_least: int = 2) -> list[Path]:
